@@ -1,0 +1,46 @@
+# Teapot: `make run` starts everything, `make test` runs the tests. See README.md.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Local use defaults to debug + demo mode; production sets its own environment.
+export DEBUG ?= 1
+export TEAPOT_DEMO ?= 1
+
+.PHONY: run test lint format venv clean vendor check-deploy
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+run: venv
+	$(PY) -m teapot_portal.supervisor
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Production settings must pass Django's deployment checks with no warnings.
+check-deploy: venv
+	DEBUG=0 TEAPOT_DEMO=0 SECRET_KEY=check-deploy-$$(date +%s)-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ \
+	ALLOWED_HOSTS=teapot.example.org DATABASE_URL=postgres://teapot@db.invalid:5432/teapot \
+	CELERY_BROKER_URL=redis://broker.invalid:6379/0 $(PY) manage.py check --deploy --fail-level WARNING
+
+# Re-vendor front-end assets from the npm registry (pinned; the results are committed).
+vendor:
+	bash tools/vendor.sh
+
+clean:
+	-$(PY) -m teapot_portal.embedded stop
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+# Domain models arrive with their issues (see docs/roadmap.md).

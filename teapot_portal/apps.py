@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TeapotPortalConfig(AppConfig):
+    name = "teapot_portal"
+    verbose_name = "Teapot"

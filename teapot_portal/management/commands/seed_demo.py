@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from tenants.services import user_ensure
+
+DEMO_PASSWORD = "teapot-demo"  # noqa: S105 (public by design, demo mode only)
+# Later issues add the fleet, the tenants and their clusters (see docs/roadmap.md).
+DEMO_USERS = [
+    {"email": "ops@teapot.example", "is_staff": True, "first_name": "Olga", "last_name": "Operator"},
+    {"email": "alice@physics.example", "is_staff": False, "first_name": "Alice", "last_name": "Physics"},
+]
+
+
+class Command(BaseCommand):
+    help = "Load the demo data (idempotent). Demo mode only: the passwords are public."
+
+    def handle(self, *args, **options):
+        if not settings.TEAPOT_DEMO:
+            raise CommandError("seed_demo creates users with a public password; it runs only with TEAPOT_DEMO=1.")
+        for spec in DEMO_USERS:
+            user, created = user_ensure(password=DEMO_PASSWORD, **spec)
+            self.stdout.write(
+                f"{'created' if created else 'kept'} {'operator' if user.is_staff else 'user'} {user.email}"
+            )

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class TenantsConfig(AppConfig):
+    name = "tenants"
+    verbose_name = "Tenants and accounts"
+
+    def ready(self):
+        from tenants import schema  # noqa: F401  (registers the OpenAPI auth extension)
