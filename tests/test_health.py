@@ -51,9 +51,17 @@ READYZ = (
     ],
     ids=["database-down", "broker-down", "both-down"],
 )
+@pytest.mark.django_db
 def test_readyz_is_503_and_names_what_failed(env, failed):
     # A fresh process pointed at closed ports: real connection failures, nothing mocked.
-    result = run_python(READYZ, env={"DEBUG": "1", **env})
+    # What is not broken points at this run's real (test) database and broker.
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.processes import database_url
+
+    working = {"DATABASE_URL": database_url(connection.settings_dict), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL}
+    result = run_python(READYZ, env={"DEBUG": "1", **working, **env})
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["status"] == 503
