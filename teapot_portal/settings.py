@@ -311,6 +311,8 @@ if TEAPOT_PROVISIONER not in {"lab", "kubernetes"}:
 TEAPOT_KUBECONFIG = os.environ.get("KUBECONFIG", "")  # empty: in-cluster service account
 TEAPOT_NAMESPACE = os.environ.get("TEAPOT_NAMESPACE", "teapot")
 TEAPOT_LAB_SPEED = float(os.environ.get("TEAPOT_LAB_SPEED", "1"))
+# Upstream CRD schemas objects are validated against (tests, the lab, export_manifests).
+TEAPOT_CRD_DIR = Path(os.environ.get("TEAPOT_CRD_DIR", BASE_DIR.parent / "shared" / "crds"))
 
 # --------------------------------------------------------------------------- logging
 
