@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     # Teapot
     "teapot_portal",
+    "teapot_portal.gateway.lab",
     "tenants",
     "hosts",
     "reservations",
@@ -298,6 +299,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict = {
     # Proves beat → broker → worker → database is alive; shown on the dashboard.
     "heartbeat": {"task": "teapot.heartbeat", "schedule": 30.0, "kwargs": {"source": "beat"}},
+    # The lab's simulated controllers (a no-op unless TEAPOT_PROVISIONER=lab); overlapping runs are safe.
+    "lab-tick": {"task": "teapot.lab.tick", "schedule": 5.0, "options": {"expires": 10}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE

@@ -41,7 +41,7 @@ class Harness:
         self.server = server
 
 
-@pytest.fixture(params=["kubernetes"])  # the lab joins when its simulation lands
+@pytest.fixture(params=["kubernetes", "lab"])
 def harness(request, tmp_path):
     if request.param == "kubernetes":
         from teapot_portal.gateway.kube import KubernetesGateway

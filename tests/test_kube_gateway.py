@@ -43,7 +43,7 @@ def gateway(server, sleeps):
 
 
 def test_429_is_retried_honouring_retry_after(server, gateway, sleeps):
-    server.inject_errors(429, count=2, retry_after=3)
+    server.inject_errors(429, count=2, retry_after=3, method="PATCH")
     gateway.enrol_host(ENROLMENT)
     assert sleeps.delays == [3.0, 3.0]
     assert gateway.get_host("node-1").name == "node-1"
@@ -183,3 +183,19 @@ def test_export_manifests_is_valid_desired_state_without_secrets(server, tmp_pat
     assert "BareMetalHost" not in kinds_for_cluster and "Cluster" in kinds_for_cluster
     with pytest.raises(CommandError, match="--cluster needs --tenant"):
         call_command("export_manifests", "--cluster", "lab")
+
+
+def test_a_host_in_use_is_not_re_enrolled(server, gateway):
+    from dataclasses import replace
+
+    from teapot_portal.gateway import Conflict
+
+    gateway.enrol_host(ENROLMENT)
+    consumer = {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "Metal3Machine", "name": "m-1"}
+    gateway.custom.patch_namespaced_custom_object(
+        "metal3.io", "v1alpha1", NS, "baremetalhosts", "node-1", {"spec": {"consumerRef": consumer, "online": False}}
+    )
+    with pytest.raises(Conflict, match="in use by Metal3Machine/m-1"):
+        gateway.enrol_host(replace(ENROLMENT, automated_cleaning_mode="disabled"))
+    host = gateway.get_host("node-1")
+    assert host.online is False and host.automated_cleaning_mode == "metadata"  # CAPM3's values kept

@@ -168,7 +168,19 @@ class Gateway(ABC):
         """The HardwareData ``spec.hardware`` written at inspection, or None before it."""
 
     def enrol_host(self, enrolment: builders.HostEnrolment) -> HostRecord:
-        """Create the BMC credentials Secret, then the BareMetalHost. Idempotent."""
+        """Create the BMC credentials Secret, then the BareMetalHost. Idempotent.
+
+        A host CAPM3 has bound is left alone: re-applying its enrolment would take back
+        ``online`` and ``automatedCleaningMode``, which CAPM3 sets while the host serves a pool.
+        """
+        try:
+            existing = self.get_host(enrolment.name)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.consumer:
+            raise Conflict(
+                f"{enrolment.name} is in use by {existing.consumer}; its enrolment can change once it is released"
+            )
         self.apply(builders.bmc_secret(enrolment, self.namespace))
         return HostRecord.from_object(self.apply(builders.baremetalhost(enrolment, self.namespace)))
 
