@@ -174,3 +174,25 @@ def test_a_too_old_watch_is_expired_so_the_caller_relists(harness):
             pass
     hosts, fresh = gw.list_hosts()  # the relist gives a usable resourceVersion
     assert hosts[0].labels["a"] == "c" and int(fresh) >= int(old)
+
+
+def test_follow_relists_after_an_expired_watch_and_carries_on(harness):
+    gw = harness.gateway
+    gw.enrol_host(ENROLMENT)
+    first = next(iter(gw.follow_hosts(timeout_seconds=1)))
+    assert first.type == "RELIST" and [h.name for h in first.hosts] == ["node-1"]
+    old = first.resource_version
+    gw.patch_host_metadata("node-1", labels={"x": "1"})
+    harness.expire()
+    gw.enrol_host(replace(ENROLMENT, name="node-2", boot_mac="52:54:00:00:00:02"))
+    events = gw.follow_hosts(old, timeout_seconds=1)
+    relist = next(events)
+    assert relist.type == "RELIST"
+    assert sorted(h.name for h in relist.hosts) == ["node-1", "node-2"]
+    assert int(relist.resource_version) > int(old)
+    gw.patch_host_metadata("node-2", labels={"y": "2"})
+    for event in events:
+        if event.type == "MODIFIED" and event.host.name == "node-2" and event.host.labels.get("y") == "2":
+            break
+    else:
+        pytest.fail("the watch did not go on after the relist")

@@ -1089,3 +1089,25 @@ def test_lab_tick_task_follows_real_time_times_speed(lab, settings):
     assert lab.state("n1") == "inspecting"
     settings.TEAPOT_PROVISIONER = "kubernetes"
     assert lab_tick() == 0
+
+
+def test_export_manifests_from_the_lab_is_valid_and_secret_free(lab, settings, crd_registry):
+    import io
+
+    import yaml
+    from django.core.management import call_command
+
+    from teapot_portal.gateway.builders import HostEnrolment
+
+    settings.TEAPOT_PROVISIONER = "lab"
+    settings.TEAPOT_NAMESPACE = lab.gw.namespace
+    lab.gw.enrol_host(HostEnrolment("export-1", "ipmi://10.9.0.1", "root", "lab-secret-pw", "52:54:00:09:00:01"))
+    out = io.StringIO()
+    call_command("export_manifests", stdout=out, stderr=io.StringIO())
+    assert "lab-secret-pw" not in out.getvalue()
+    documents = list(yaml.safe_load_all(out.getvalue()))
+    assert {d["kind"] for d in documents} >= {"Secret", "BareMetalHost"}
+    for document in documents:
+        assert "status" not in document
+        if crd_registry is not None:
+            assert crd_registry.validate(document) == [], document["metadata"]["name"]

@@ -124,11 +124,16 @@ class HostRecord:
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """``type`` is ADDED, MODIFIED, DELETED or BOOKMARK; ``host`` is None for bookmarks."""
+    """``type`` is ADDED, MODIFIED, DELETED, BOOKMARK or RELIST.
+
+    ``host`` is the changed host (None for bookmarks); a RELIST carries every host in ``hosts``:
+    the complete state to reconcile against, after a start or an expired watch.
+    """
 
     type: str
     resource_version: str
     host: HostRecord | None = None
+    hosts: tuple[HostRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,25 @@ class Gateway(ABC):
     @abstractmethod
     def watch_hosts(self, resource_version: str, timeout_seconds: int = 60) -> Iterator[WatchEvent]:
         """Changes after ``resource_version``. Raises :class:`Expired` when it is too old."""
+
+    def follow_hosts(self, resource_version: str = "", *, timeout_seconds: int = 60) -> Iterator[WatchEvent]:
+        """List-then-watch, the way informers do, for a level-triggered sync.
+
+        1. Without a resourceVersion (first run), list and yield one RELIST with every host.
+        2. Watch from the resourceVersion, yielding each change.
+        3. When the resourceVersion has expired (410), relist — yield RELIST — and watch on.
+        The stream ends when the watch window (``timeout_seconds``) does; the caller keeps the
+        last ``resource_version`` it saw and calls again.
+        """
+        if not resource_version:
+            hosts, resource_version = self.list_hosts()
+            yield WatchEvent("RELIST", resource_version, hosts=tuple(hosts))
+        try:
+            yield from self.watch_hosts(resource_version, timeout_seconds)
+        except Expired:
+            hosts, resource_version = self.list_hosts()
+            yield WatchEvent("RELIST", resource_version, hosts=tuple(hosts))
+            yield from self.watch_hosts(resource_version, timeout_seconds)
 
     @abstractmethod
     def get_host(self, name: str) -> HostRecord: ...
