@@ -52,6 +52,7 @@ def worker(tmp_path, broker):
         DATABASE_URL=database_url(connection.settings_dict),
         CELERY_BROKER_URL=broker,
         TEAPOT_CELERY_QUEUE=queue,
+        CELERY_TRACE_LOG_LEVEL="INFO",
     )
     log = tmp_path / "worker.log"
     proc = start(
