@@ -282,7 +282,6 @@ class KubernetesGateway(Gateway):
     ) -> HostRecord:
         # A merge patch, not apply: these keys are shared with BMO and CAPM3 (which set their
         # own labels and annotations on the same objects) and must not become Teapot-owned.
-        kind = kinds.BAREMETALHOST
         metadata: dict = {}
         if labels:
             metadata["labels"] = labels
@@ -290,19 +289,12 @@ class KubernetesGateway(Gateway):
             metadata["annotations"] = annotations
         if not metadata:
             return self.get_host(name)
-        result = self._call(
-            self.custom.patch_namespaced_custom_object,
-            kind.group,
-            kind.version,
-            self.namespace,
-            kind.plural,
-            name,
-            {"metadata": metadata},
-            _content_type=MERGE,
-        )
-        return HostRecord.from_object(result)
+        return self._merge_patch_host(name, {"metadata": metadata})
 
     def set_host_online(self, name: str, online: bool) -> HostRecord:
+        return self._merge_patch_host(name, {"spec": {"online": bool(online)}})
+
+    def _merge_patch_host(self, name: str, patch: dict) -> HostRecord:
         kind = kinds.BAREMETALHOST
         result = self._call(
             self.custom.patch_namespaced_custom_object,
@@ -311,7 +303,7 @@ class KubernetesGateway(Gateway):
             self.namespace,
             kind.plural,
             name,
-            {"spec": {"online": bool(online)}},
+            patch,
             _content_type=MERGE,
         )
         return HostRecord.from_object(result)
