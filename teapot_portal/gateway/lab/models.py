@@ -25,6 +25,8 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from teapot_portal.sealing import SealedDataJSONField
+
 RESOURCE_VERSION_SEQUENCE = "lab_resource_version"
 
 
@@ -41,7 +43,8 @@ class LabObject(models.Model):
     finalizers = models.JSONField(default=list)
     owner_references = models.JSONField(default=list)
     # The object minus apiVersion/kind/metadata/status: {"spec": …} or, for Secrets, {"type", "data"}.
-    body = models.JSONField(default=dict)
+    # A Secret's values (BMC passwords) are sealed at rest: Teapot's database never holds them in clear.
+    body = SealedDataJSONField(default=dict)
     status = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField()  # simulated time (creationTimestamp)
     deletion_timestamp = models.DateTimeField(null=True, blank=True)
