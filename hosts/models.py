@@ -1,1 +1,216 @@
-# Domain models arrive with their issues (see docs/roadmap.md).
+"""The hardware inventory: Teapot's mirror of the BareMetalHosts and their state history.
+
+* :class:`Host` — one BareMetalHost as last seen (spec, status, labels — never BMC
+  credentials), its hardware normalised into columns the host list and the allocator filter
+  on (:mod:`hosts.hardware`), and the operator's own fields. The sync (:mod:`hosts.services`)
+  writes only the mirror columns; operator fields (maintenance, notes, location) and the
+  hand-off estimates are never touched by it (``key_erase_capable`` only when the host carries
+  the ``teapot.io/key-erase`` annotation). A host whose BareMetalHost disappears is
+  *retired* (``retired_at``), never deleted: bookings, costs and history keep pointing at it.
+* :class:`HostStateChange` — every change of a tracked field, with when the sync saw it and,
+  for status fields, when the controller says it happened. Append-only: a PostgreSQL trigger
+  (migration 0002) refuses UPDATE and DELETE, the admin is read-only, and hosts cannot be
+  deleted while they have history (``on_delete=PROTECT``). Later parts learn inspection,
+  provisioning and cleaning latencies per hardware class from it.
+* :class:`SyncCursor` — where the watch left off (``resource_version``), so the next
+  ``hosts_follow`` resumes instead of relisting.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from hosts import handoff
+
+# The fields whose every change is recorded in HostStateChange (the sync's "tracked" fields).
+TRACKED_FIELDS = ("provisioning_state", "operational_status", "error_type", "online", "powered_on", "consumer")
+RETIRED = "retired"
+
+
+class Host(models.Model):
+    # ------------------------------------------------------------ the BareMetalHost, mirrored
+    name = models.CharField(max_length=253)
+    namespace = models.CharField(max_length=253)
+    uid = models.CharField(max_length=64, blank=True)
+    resource_version = models.CharField(max_length=64, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+    bmc_address = models.CharField(
+        max_length=2048, blank=True, help_text="The BMC's address only: credentials stay in the cluster."
+    )
+    boot_mac = models.CharField(max_length=17, blank=True)
+    architecture = models.CharField(max_length=32, blank=True)
+    online = models.BooleanField(default=False, help_text="Desired power (spec.online).")
+    powered_on = models.BooleanField(default=False, help_text="Actual power (status.poweredOn).")
+    automated_cleaning_mode = models.CharField(max_length=16, blank=True)
+    root_device_hints = models.JSONField(default=dict, blank=True)
+    image_url = models.CharField(max_length=2048, blank=True)
+    consumer = models.CharField(max_length=320, blank=True, help_text="The consumerRef as <kind>/<name>.")
+    provisioning_state = models.CharField(max_length=32, blank=True)
+    operational_status = models.CharField(max_length=16, blank=True)
+    error_type = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    paused = models.BooleanField(default=False)
+    detached = models.BooleanField(default=False)
+    deleting = models.BooleanField(default=False, help_text="Deletion requested (deletionTimestamp set).")
+
+    # ------------------------------------------------------------ hardware, normalised
+    cpu_model = models.CharField(max_length=255, blank=True)
+    cpu_count = models.PositiveIntegerField(default=0, help_text="Logical CPUs (threads).")
+    cpu_mhz = models.FloatField(default=0)
+    cpu_flags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    ram_mib = models.PositiveIntegerField(default=0)
+    disk_count = models.PositiveSmallIntegerField(default=0)
+    disk_total_bytes = models.BigIntegerField(default=0)
+    disks = models.JSONField(
+        default=list, blank=True, help_text="[{name, type HDD|SSD|NVME, size_bytes, rotational, model}]"
+    )
+    nic_max_speed_gbps = models.PositiveIntegerField(default=0)
+    nics = models.JSONField(default=list, blank=True, help_text="[{name, mac, speed_gbps}]")
+    system_vendor = models.CharField(max_length=255, blank=True)
+    system_product = models.CharField(max_length=255, blank=True)
+    system_serial = models.CharField(max_length=255, blank=True)
+    firmware = models.JSONField(default=dict, blank=True, help_text="{bios_vendor, bios_version, bios_date}")
+    accelerator_count = models.PositiveSmallIntegerField(default=0)
+    accelerators = models.JSONField(
+        default=list, blank=True, help_text="[{type, count}] from the teapot.io/accelerators annotation."
+    )
+    hardware = models.JSONField(null=True, blank=True, help_text="status.hardware as reported (null: not inspected).")
+    hardware_warnings = models.JSONField(default=list, blank=True)
+
+    # ------------------------------------------------------------ hand-off (later parts fill the estimates)
+    key_erase_capable = models.BooleanField(
+        default=False,
+        help_text="Disks encrypted with a per-tenant key: hand-off erases the key instead of cleaning. "
+        "When the host carries the teapot.io/key-erase annotation, the sync sets it from that "
+        "whenever the BareMetalHost changes.",
+    )
+    key_erase_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Estimated key-erase hand-off.")
+    metadata_clean_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Estimated hand-off with metadata cleaning."
+    )
+    full_clean_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Estimated full-disk cleaning.")
+
+    # ------------------------------------------------------------ operator fields (never written by the sync)
+    maintenance = models.BooleanField(default=False)
+    maintenance_reason = models.CharField(max_length=255, blank=True)
+    notes = models.TextField(blank=True)
+    location = models.JSONField(default=dict, blank=True, help_text="Topology (site, room, rack, …): a later part.")
+
+    # ------------------------------------------------------------ bookkeeping
+    fingerprint = models.CharField(max_length=96, blank=True, editable=False)
+    sync_error = models.TextField(blank=True, help_text="Why the last sync could not read this host completely.")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_synced_at = models.DateTimeField(null=True, blank=True, help_text="When a sync last saw the BareMetalHost.")
+    retired_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its BareMetalHost disappeared (empty: active)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "name"],
+                name="host_unique_name",
+                violation_error_message="A host with this name already exists in the namespace.",
+            )
+        ]
+        indexes = [
+            # What the host list filters on: active hosts by state; maintenance; retired ones.
+            models.Index(
+                fields=["provisioning_state", "operational_status"],
+                condition=Q(retired_at__isnull=True),
+                name="host_active_state",
+            ),
+            models.Index(fields=["retired_at"], name="host_retired_at"),
+            models.Index(fields=["maintenance"], condition=Q(maintenance=True), name="host_maintenance"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def active(self) -> bool:
+        return self.retired_at is None
+
+    @property
+    def state_label(self) -> str:
+        """One word or two for pages: what matters most about the host right now."""
+        if self.retired_at is not None:
+            return "retired"
+        if self.deleting:
+            return "deleting"
+        if self.operational_status == "error":
+            return f"error: {self.error_type}" if self.error_type else "error"
+        if self.maintenance:
+            return "maintenance"
+        if self.detached:
+            return "detached"
+        if self.paused:
+            return "paused"
+        return self.provisioning_state or "new"
+
+    @property
+    def ram_gib(self) -> int:
+        return self.ram_mib // 1024
+
+    @property
+    def accelerators_label(self) -> str:
+        return ", ".join(f"{a['count']}× {a['type']}" for a in self.accelerators or [])
+
+    @property
+    def handoff_estimate_seconds(self) -> int:
+        """The fastest safe hand-off to another tenant: key erase where the disks allow it, else
+        metadata cleaning (never none: readable data is not handed over). The stored figure where
+        one is set (learned or operator-entered), else :mod:`hosts.handoff`'s default estimate."""
+        if self.key_erase_capable:
+            return self.key_erase_seconds if self.key_erase_seconds is not None else handoff.KEY_ERASE_SECONDS
+        return self.metadata_clean_seconds if self.metadata_clean_seconds is not None else handoff.METADATA_SECONDS
+
+    @property
+    def full_clean_estimate_seconds(self) -> int:
+        """Overwriting every disk: the stored figure, else estimated from the disks (:mod:`hosts.handoff`)."""
+        if self.full_clean_seconds is not None:
+            return self.full_clean_seconds
+        return handoff.full_clean_seconds(self.disks or [])
+
+
+class HostStateChange(models.Model):
+    """A tracked field of a host changed. Append-only (see the module docstring)."""
+
+    FIELDS = [(name, name) for name in (*TRACKED_FIELDS, RETIRED)]
+
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="state_changes")
+    field = models.CharField(max_length=32, choices=FIELDS)
+    old = models.CharField(max_length=320, blank=True)
+    new = models.CharField(max_length=320, blank=True)
+    at = models.DateTimeField(default=timezone.now, help_text="When the sync saw the change.")
+    reported_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="For status fields: the BareMetalHost's status.lastUpdated with the change, "
+        "i.e. when the controller made it (the lab's simulated time in the lab).",
+    )
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["host", "field", "at"], name="host_change_host_field_at")]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} {self.field}: {self.old!r} → {self.new!r} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncCursor(models.Model):
+    """Where a follower of the management cluster left off (key ``hosts``: the BMH watch)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    resource_version = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} @{self.resource_version}"

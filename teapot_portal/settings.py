@@ -301,6 +301,15 @@ CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "teapot.heartbeat", "schedule": 30.0, "kwargs": {"source": "beat"}},
     # The lab's simulated controllers (a no-op unless TEAPOT_PROVISIONER=lab); overlapping runs are safe.
     "lab-tick": {"task": "teapot.lab.tick", "schedule": 5.0, "options": {"expires": 10}},
+    # Hosts mirrored from BareMetalHosts: a watch that follows changes, and a full resync that
+    # catches whatever a watch could miss (level-triggered). Both skip when a run is in progress.
+    "hosts-follow": {
+        "task": "teapot.hosts.follow",
+        "schedule": 10.0,
+        "kwargs": {"timeout_seconds": 8},
+        "options": {"expires": 10},
+    },
+    "hosts-resync": {"task": "teapot.hosts.resync", "schedule": 300.0, "options": {"expires": 300}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE

@@ -61,6 +61,7 @@ from teapot_portal.gateway.lab.models import LabFault, LabObject
 
 FINALIZER = "baremetalhost.metal3.io"
 ANNOTATION_ACCELERATORS = "teapot.io/accelerators"
+ANNOTATION_KEY_ERASE = "teapot.io/key-erase"
 ANNOTATION_HARDWARE_DETAILS = "inspect.metal3.io/hardwaredetails"
 SECRET_ENVIRONMENT_LABEL = "environment.metal3.io"  # noqa: S105 (a label key)
 
@@ -368,6 +369,8 @@ class _Host:
             self.annotations[ANNOTATION_ACCELERATORS] = json.dumps(accelerators, separators=(",", ":"))
         else:
             self.annotations.pop(ANNOTATION_ACCELERATORS, None)
+        # The site's convention for disks encrypted with a per-tenant key (hand-off by key erase).
+        self.annotations[ANNOTATION_KEY_ERASE] = "true" if self.profile.get("encrypted_disks") else "false"
         self.annotations.pop(ANNOTATION_INSPECT, None)  # BMO removes it when inspection is done
         self.status["poweredOn"] = False
         self.clear_error()

@@ -5,15 +5,14 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lab', '0001_initial'),
+        ("lab", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='labobject',
-            name='body',
+            model_name="labobject",
+            name="body",
             field=teapot_portal.sealing.SealedDataJSONField(default=dict),
         ),
     ]

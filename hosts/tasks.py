@@ -1,0 +1,69 @@
+"""The inventory's periodic work: thin wrappers around :mod:`hosts.services`.
+
+Both are run by Celery beat and are safe to overlap: each takes a PostgreSQL session
+advisory lock (``pg_try_advisory_lock``) of its own, so a second run that starts while the
+first is still going returns at once instead of queueing behind it. (The writes themselves
+are serialised anyway by the mirror's transaction lock in ``hosts_sync``.) A management
+cluster that does not answer is logged and left to the next run: the schedule is the retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery import shared_task
+from django.db import DatabaseError, connection
+
+from hosts.services import LOCK_CLASS, hosts_follow, hosts_resync
+from teapot_portal.gateway.base import GatewayError
+
+log = logging.getLogger(__name__)
+
+LOCK_RESYNC = 2
+LOCK_FOLLOW = 3
+
+
+@contextmanager
+def single_run(lock_id: int) -> Iterator[bool]:
+    """True when this process holds the task's lock for the block; False when another run does."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, lock_id])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, lock_id])
+            except DatabaseError:  # the connection is gone, and the session lock with it
+                log.warning("hosts: could not release advisory lock %s", lock_id, exc_info=True)
+
+
+@shared_task(name="teapot.hosts.resync", ignore_result=True)
+def hosts_resync_task() -> dict:
+    """Full resync of the Host mirror from the BareMetalHost list."""
+    with single_run(LOCK_RESYNC) as mine:
+        if not mine:
+            log.info("hosts resync skipped: another run is in progress")
+            return {"skipped": True}
+        try:
+            return hosts_resync().as_dict()
+        except GatewayError as exc:
+            log.warning("hosts resync failed: %s", exc)
+            return {"error": str(exc)}
+
+
+@shared_task(name="teapot.hosts.follow", ignore_result=True)
+def hosts_follow_task(timeout_seconds: int = 8) -> dict:
+    """Watch the BareMetalHosts for ``timeout_seconds`` from where the last run stopped."""
+    with single_run(LOCK_FOLLOW) as mine:
+        if not mine:
+            return {"skipped": True}  # the previous watch is still open: it sees the changes
+        try:
+            return hosts_follow(timeout_seconds=timeout_seconds).as_dict()
+        except GatewayError as exc:
+            log.warning("hosts follow stopped: %s", exc)
+            return {"error": str(exc)}
