@@ -356,6 +356,7 @@ LOGGING = {
         "pgserver": {"level": "WARNING"},
         # One line per task run drowns everything else (the lab ticks every 5 s); failures still log.
         "celery.app.trace": {"level": os.environ.get("CELERY_TRACE_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": os.environ.get("CELERY_TRACE_LOG_LEVEL", "WARNING")},
         "kubernetes": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },
