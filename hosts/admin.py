@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from hosts.models import Host, HostStateChange, SyncCursor
+from hosts.models import Host, HostEnrolment, HostStateChange, SyncCursor
 
 OPERATOR_FIELDS = ("maintenance", "maintenance_reason", "notes", "location", "key_erase_capable")
 RECENT_CHANGES = 20
@@ -164,3 +164,31 @@ class SyncCursorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(HostEnrolment)
+class HostEnrolmentAdmin(admin.ModelAdmin):
+    """Enrolment requests and their outcome. Credentials are never shown (they are sealed, then wiped)."""
+
+    list_display = ["name", "bmc_address", "boot_mac", "state", "error", "attempts", "requested_by", "created_at"]
+    list_filter = ["state"]
+    search_fields = ["name", "boot_mac", "bmc_address"]
+    exclude = ["sealed_credentials"]
+    readonly_fields = [
+        "name",
+        "bmc_address",
+        "boot_mac",
+        "location",
+        "notes",
+        "key_erase_capable",
+        "root_device_name",
+        "state",
+        "error",
+        "attempts",
+        "requested_by",
+        "created_at",
+        "applied_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # enrolment goes through host_enrol (operator pages, API, import)

@@ -214,3 +214,49 @@ class SyncCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} @{self.resource_version}"
+
+
+class HostEnrolment(models.Model):
+    """An operator's request to enrol a host, until the gateway has created its Secret and BMH.
+
+    The BMC credentials travel to the worker through this row, sealed (teapot_portal.sealing),
+    never through the broker; they are wiped as soon as the management cluster holds them.
+    """
+
+    PENDING, APPLIED, FAILED = "pending", "applied", "failed"
+    STATES = [(PENDING, "pending"), (APPLIED, "applied"), (FAILED, "failed")]
+
+    name = models.CharField(max_length=242)
+    bmc_address = models.CharField(max_length=2048)
+    sealed_credentials = models.TextField(blank=True, editable=False)
+    boot_mac = models.CharField(max_length=17)
+    location = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
+    key_erase_capable = models.BooleanField(default=False)
+    root_device_name = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, choices=STATES, default=PENDING)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey("tenants.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                "name",
+                condition=models.Q(state="pending"),
+                name="hostenrolment_pending_name_unique",
+                violation_error_message="An enrolment of this host is already pending.",
+            ),
+            models.UniqueConstraint(
+                "boot_mac",
+                condition=models.Q(state="pending"),
+                name="hostenrolment_pending_mac_unique",
+                violation_error_message="An enrolment with this boot MAC is already pending.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"

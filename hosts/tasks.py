@@ -67,3 +67,18 @@ def hosts_follow_task(timeout_seconds: int = 8) -> dict:
         except GatewayError as exc:
             log.warning("hosts follow stopped: %s", exc)
             return {"error": str(exc)}
+
+
+@shared_task(name="teapot.hosts.enrol", bind=True, max_retries=8, acks_late=True)
+def host_enrolment_apply_task(self, enrolment_id: int) -> str:
+    """Apply one pending enrolment; transient gateway trouble is retried with backoff."""
+    from hosts.enrolment import host_enrolment_apply
+    from teapot_portal.gateway import Unavailable
+
+    if not isinstance(enrolment_id, int):
+        log.warning("enrolment task ignored: bad id %r", enrolment_id)
+        return "invalid"
+    try:
+        return host_enrolment_apply(enrolment_id=enrolment_id)
+    except Unavailable as exc:
+        raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc

@@ -326,6 +326,8 @@ TEAPOT_LAB_SPEED = float(os.environ.get("TEAPOT_LAB_SPEED", "1"))
 # Control-plane VIPs Teapot hands out to tenant clusters (ranges and CIDRs, comma-separated);
 # the load balancer (e.g. MetalLB) must announce the same pool.
 TEAPOT_CONTROL_PLANE_ADDRESSES = os.environ.get("TEAPOT_CONTROL_PLANE_ADDRESSES", "192.0.2.10-192.0.2.250")
+# Failure-domain levels, coarsest first (locations are paths along them).
+TEAPOT_TOPOLOGY_LEVELS = env_list("TEAPOT_TOPOLOGY_LEVELS", "site,room,row,rack")
 # Upstream CRD schemas objects are validated against (tests, the lab, export_manifests).
 TEAPOT_CRD_DIR = Path(os.environ.get("TEAPOT_CRD_DIR", BASE_DIR.parent / "shared" / "crds"))
 
