@@ -15,8 +15,10 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
+# The lab runs 10x faster than real time for demos: hosts register, inspect and become
+# available within a minute or two (TEAPOT_LAB_SPEED=1 for real-time latencies).
 run: venv
-	$(PY) -m teapot_portal.supervisor
+	TEAPOT_LAB_SPEED=$${TEAPOT_LAB_SPEED:-10} $(PY) -m teapot_portal.supervisor
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
