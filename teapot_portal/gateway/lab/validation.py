@@ -1,17 +1,15 @@
 """Schema validation of what the lab stores, like a real API server's 422.
 
-The validator itself (``teapot_portal.gateway.crdschema``: ``CrdRegistry.load(dir)``,
-``registry.validate(obj) -> [Cause(field, reason, message)]``) is shared with the fake API
-server of the test suite. Until that module exists — or when ``TEAPOT_CRD_DIR`` is not a
-directory (an installation without the CRD files) — schema validation and CRD defaulting are
-skipped: the lab then only checks object metadata (names, labels, annotations) itself.
+The validator itself (:mod:`teapot_portal.gateway.crdschema`) is shared with the fake API server
+of the test suite. When ``TEAPOT_CRD_DIR`` is not a directory (an installation without the CRD
+files), schema validation and CRD defaulting are skipped: the lab then only checks object
+metadata (names, labels, annotations) itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import re
 from pathlib import Path
@@ -19,35 +17,20 @@ from pathlib import Path
 from django.conf import settings
 
 from teapot_portal.gateway.base import Invalid
+from teapot_portal.gateway.crdschema import CrdRegistry
 from teapot_portal.gateway.lab.labels import metadata_causes
 
 log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
-def _registry():
-    """The CRD registry, loaded once per process; None when validation is unavailable."""
-    try:
-        crdschema = importlib.import_module("teapot_portal.gateway.crdschema")
-    except ImportError:
-        return None
+def _registry() -> CrdRegistry | None:
+    """The CRD registry, loaded once per process; None when the CRD files are not installed."""
     crd_dir = Path(getattr(settings, "TEAPOT_CRD_DIR", "") or "")
     if not crd_dir.is_dir():
         log.warning("lab: TEAPOT_CRD_DIR %s is not a directory; objects are not schema-checked", crd_dir)
         return None
-    registry_class = crdschema.CrdRegistry
-    load = getattr(registry_class, "load_cached", registry_class.load)  # shared with the fake API server
-    return load(crd_dir)
-
-
-def _cause_dict(cause) -> dict:
-    if isinstance(cause, dict):
-        return {k: str(cause.get(k, "")) for k in ("field", "reason", "message")}
-    return {
-        "field": str(getattr(cause, "field", "")),
-        "reason": str(getattr(cause, "reason", "FieldValueInvalid")),
-        "message": str(getattr(cause, "message", cause)),
-    }
+    return CrdRegistry.load_cached(crd_dir)
 
 
 def schema_causes(obj: dict) -> list[dict] | None:
@@ -56,7 +39,7 @@ def schema_causes(obj: dict) -> list[dict] | None:
     if registry is None:
         return None
     try:
-        return [_cause_dict(c) for c in registry.validate(obj)]
+        return [c.to_dict() for c in registry.validate(obj)]
     except LookupError:
         return None  # a kind the registry does not know: nothing to check it against
 
