@@ -22,9 +22,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hosts.importing import ImportProblem, ImportRow, parse_inventory
+from hosts.importing import ImportProblem, ImportRow, check_record, parse_inventory
 from hosts.models import Host, HostEnrolment
-from hosts.topology import TopologyError, validate_location
 from teapot_portal.gateway import GatewayError, Unavailable, builders
 from teapot_portal.sealing import seal, unseal
 
@@ -124,40 +123,19 @@ def host_enrol(
     acting_user=None,
 ) -> HostEnrolment:
     """Enrol one host; raises ValidationError keyed by field."""
-    errors: dict[str, str] = {}
-    cleaned: dict[str, str] = {}
-    for field, check, value in (
-        ("name", builders.validate_host_name, name),
-        ("bmc_address", builders.validate_bmc_address, bmc_address),
-        ("boot_mac", builders.validate_mac, boot_mac),
-    ):
-        try:
-            cleaned[field] = check((value or "").strip())
-        except builders.BuildError as exc:
-            errors[field] = str(exc)
-    if not bmc_username:
-        errors["bmc_username"] = "required"
-    if not bmc_password:
-        errors["bmc_password"] = "required"  # noqa: S105 (an error message, not a password)
-    try:
-        clean_location = validate_location(location or {}, topology_levels())
-    except TopologyError as exc:
-        errors["location"] = str(exc)
-        clean_location = {}
-    if errors:
-        raise ValidationError(errors)
-    row = ImportRow(
-        line=0,
-        name=cleaned["name"],
-        bmc_address=cleaned["bmc_address"],
-        bmc_username=bmc_username,
-        bmc_password=bmc_password,
-        boot_mac=cleaned["boot_mac"],
-        location=clean_location,
-        key_erase=key_erase_capable,
-        notes=notes,
-        root_device_name=root_device_name,
-    )
+    record = {
+        "name": (name or "").strip(),
+        "bmc_address": (bmc_address or "").strip(),
+        "bmc_username": bmc_username,
+        "bmc_password": bmc_password,
+        "boot_mac": (boot_mac or "").strip(),
+        "key_erase": "true" if key_erase_capable else "",
+        "notes": notes,
+        "root_device_name": root_device_name,
+    }
+    row, problems = check_record(0, record, topology_levels(), location=location or {})
+    if problems:
+        raise ValidationError({p.field: p.message for p in problems})
     problems = _conflicts([row])
     if problems:
         raise ValidationError({p.field: p.message for p in problems})

@@ -15,6 +15,7 @@ Passwords are carried to the enrolment service and never echoed in errors.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Mapping, Sequence
@@ -97,6 +98,64 @@ def _records_yaml(text: str) -> list[tuple[int, dict]]:
     return [(node.start_mark.line + 1, item) for node, item in zip(root.value, items, strict=True)]
 
 
+def check_record(
+    line: int, record: Mapping[str, str], levels: Sequence[str], *, location: Mapping[str, str] | None = None
+) -> tuple[ImportRow | None, list[ImportProblem]]:
+    """One host's values, checked the one way every enrolment path checks them.
+
+    ``record`` holds the columns as text; the location comes from its level columns, or from
+    ``location`` when the caller has it as a mapping already (forms, the API).
+    """
+    problems: list[ImportProblem] = []
+    for required in REQUIRED:
+        if not record.get(required):
+            problems.append(ImportProblem(line, required, "required"))
+    cleaned: dict[str, str] = {}
+    for name, check in (
+        ("name", validate_host_name),
+        ("bmc_address", validate_bmc_address),
+        ("boot_mac", validate_mac),
+    ):
+        if record.get(name):
+            try:
+                cleaned[name] = check(record[name])
+            except BuildError as exc:
+                problems.append(ImportProblem(line, name, str(exc)))
+    key_erase = str(record.get("key_erase", "")).lower()
+    if key_erase not in _TRUE | _FALSE:
+        problems.append(ImportProblem(line, "key_erase", "true or false"))
+    if location is None:
+        location = {lvl: record.get(lvl, "") for lvl in levels}
+    try:
+        clean_location = validate_location(location, levels)
+    except TopologyError as exc:
+        problems.append(ImportProblem(line, "location", str(exc)))
+    if problems:
+        return None, problems
+    row = ImportRow(
+        line=line,
+        name=cleaned["name"],
+        bmc_address=cleaned["bmc_address"],
+        bmc_username=record["bmc_username"],
+        bmc_password=record["bmc_password"],
+        boot_mac=cleaned["boot_mac"],
+        location=clean_location,
+        key_erase=key_erase in _TRUE,
+        notes=record.get("notes", ""),
+        root_device_name=record.get("root_device_name", ""),
+    )
+    return row, []
+
+
+def _valid_keys(record: Mapping[str, str]) -> dict[str, str]:
+    """The name and MAC of a record that failed elsewhere, for the duplicate checks."""
+    keys = {}
+    for name, check in (("name", validate_host_name), ("boot_mac", validate_mac)):
+        with contextlib.suppress(BuildError):
+            keys[name] = check(record.get(name, ""))
+    return keys
+
+
 def parse_inventory(text: str, fmt: str, *, levels: Sequence[str]) -> ImportResult:
     """Check every record; return all rows or all errors (with their lines)."""
     if len(text.encode()) > MAX_BYTES:
@@ -129,29 +188,9 @@ def parse_inventory(text: str, fmt: str, *, levels: Sequence[str]) -> ImportResu
             record.pop("__extra__")
         for unknown in sorted(set(record) - allowed):
             line_errors.append(ImportProblem(line, unknown, f"unknown column; known: {', '.join(sorted(allowed))}"))
-        for required in REQUIRED:
-            if not record.get(required):
-                line_errors.append(ImportProblem(line, required, "required"))
-        checks = (
-            ("name", validate_host_name),
-            ("bmc_address", validate_bmc_address),
-            ("boot_mac", validate_mac),
-        )
-        cleaned: dict[str, str] = {}
-        for name, check in checks:
-            if record.get(name):
-                try:
-                    cleaned[name] = check(record[name])
-                except BuildError as exc:
-                    line_errors.append(ImportProblem(line, name, str(exc)))
-        key_erase = record.get("key_erase", "").lower()
-        if key_erase not in _TRUE | _FALSE:
-            line_errors.append(ImportProblem(line, "key_erase", "true or false"))
-        try:
-            location = validate_location({lvl: record.get(lvl, "") for lvl in levels}, levels)
-        except TopologyError as exc:
-            line_errors.append(ImportProblem(line, "location", str(exc)))
-            location = {}
+        row, problems = check_record(line, record, levels)
+        line_errors.extend(problems)
+        cleaned = {"name": row.name, "boot_mac": row.boot_mac} if row else _valid_keys(record)
         if "name" in cleaned:
             if cleaned["name"] in seen_names:
                 line_errors.append(ImportProblem(line, "name", f"duplicate of line {seen_names[cleaned['name']]}"))
@@ -165,18 +204,5 @@ def parse_inventory(text: str, fmt: str, *, levels: Sequence[str]) -> ImportResu
         if line_errors:
             errors.extend(line_errors)
             continue
-        rows.append(
-            ImportRow(
-                line=line,
-                name=cleaned["name"],
-                bmc_address=cleaned["bmc_address"],
-                bmc_username=record["bmc_username"],
-                bmc_password=record["bmc_password"],
-                boot_mac=cleaned["boot_mac"],
-                location=location,
-                key_erase=key_erase in _TRUE,
-                notes=record.get("notes", ""),
-                root_device_name=record.get("root_device_name", ""),
-            )
-        )
+        rows.append(row)
     return ImportResult([] if errors else rows, errors)
