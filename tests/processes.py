@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,12 @@ def database_url(settings_dict: dict) -> str:
     port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
     auth = f"{user}:{password}@" if password else f"{user}@"
     return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def child_env(**overrides: str) -> dict[str, str]:

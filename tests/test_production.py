@@ -4,22 +4,15 @@ static files through whitenoise, structured logs on stdout, and a worker that st
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection
 
-from tests.processes import PYTHON, child_env, database_url, start, stop, wait_for
+from tests.processes import PYTHON, child_env, database_url, free_port, start, stop, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -48,7 +41,7 @@ def test_gunicorn_serves_pages_and_static_files_with_debug_off(production_env, t
         timeout=120,
     )
     assert collected.returncode == 0, collected.stderr
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "gunicorn.log"
     proc = start(
         [PYTHON, "-m", "gunicorn", "teapot_portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",

@@ -16,16 +16,10 @@ import psutil
 import pytest
 import requests
 
-from tests.processes import BASE_DIR, PYTHON, alive, child_env, descendants, start, stop, wait_for
+from tests.processes import BASE_DIR, PYTHON, alive, child_env, descendants, free_port, start, stop, wait_for
 
 pytestmark = pytest.mark.slow
 VENV = str(Path(PYTHON).parent.parent)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
