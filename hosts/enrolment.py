@@ -17,13 +17,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.importing import ImportProblem, ImportRow, check_record, parse_inventory
-from hosts.models import Host, HostEnrolment
+from hosts.models import FleetSettings, Host, HostEnrolment
 from teapot_portal.gateway import GatewayError, Unavailable, builders
 from teapot_portal.sealing import seal, unseal
 
@@ -31,9 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def topology_levels() -> list[str]:
-    # Until operators edit levels in Teapot (a later part of the inventory issue), they come
-    # from settings: TEAPOT_TOPOLOGY_LEVELS=site,room,row,rack.
-    return list(getattr(settings, "TEAPOT_TOPOLOGY_LEVELS", ["site", "room", "row", "rack"]))
+    """The fleet's levels (FleetSettings; first value from TEAPOT_TOPOLOGY_LEVELS)."""
+    return list(FleetSettings.load().topology_levels)
 
 
 @dataclass(frozen=True)
@@ -150,6 +148,7 @@ def host_enrolment_apply(*, enrolment_id: int, gateway=None) -> str:
 
     Raises :class:`Unavailable` for the task to retry; everything else ends the enrolment.
     """
+    from hosts.classify import hosts_classify
     from hosts.services import hosts_sync
     from teapot_portal.gateway.factory import get_gateway
 
@@ -183,6 +182,9 @@ def host_enrolment_apply(*, enrolment_id: int, gateway=None) -> str:
         hosts_sync(records=[record])
         Host.objects.filter(name=enrolment.name, namespace=record.namespace).update(
             location=enrolment.location, notes=enrolment.notes, key_erase_capable=enrolment.key_erase_capable
+        )
+        hosts_classify(
+            host_ids=Host.objects.filter(name=enrolment.name, namespace=record.namespace).values_list("pk", flat=True)
         )
         _finish(enrolment, HostEnrolment.APPLIED, "")
     return HostEnrolment.APPLIED

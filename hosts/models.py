@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -28,6 +30,16 @@ from hosts import handoff
 # The fields whose every change is recorded in HostStateChange (the sync's "tracked" fields).
 TRACKED_FIELDS = ("provisioning_state", "operational_status", "error_type", "online", "powered_on", "consumer")
 RETIRED = "retired"
+# Operator curation recorded in the same history (written by hosts.curation, not by the sync).
+CURATED_FIELDS = ("maintenance", "traits")
+
+# A trait is written on its BareMetalHost as the label teapot.io/trait-<name>: a label name is at
+# most 63 characters, so a trait name is at most 57.
+TRAIT_NAME = RegexValidator(
+    r"^[a-z0-9]([a-z0-9-]{0,55}[a-z0-9])?$",
+    "Lowercase letters, digits and '-', starting and ending with a letter or digit, at most 57 characters.",
+)
+TRAIT_LABEL_PREFIX = "teapot.io/trait-"
 
 
 class Host(models.Model):
@@ -98,7 +110,35 @@ class Host(models.Model):
     maintenance = models.BooleanField(default=False)
     maintenance_reason = models.CharField(max_length=255, blank=True)
     notes = models.TextField(blank=True)
-    location = models.JSONField(default=dict, blank=True, help_text="Topology (site, room, rack, …): a later part.")
+    location = models.JSONField(
+        default=dict, blank=True, help_text="Place along the fleet's topology levels, e.g. {room: a, row: 2, rack: r3}."
+    )
+    manual_traits = ArrayField(
+        models.CharField(max_length=57, validators=[TRAIT_NAME]),
+        default=list,
+        blank=True,
+        help_text="Traits an operator gives this host on top of the rules' (e.g. for hardware no rule can see).",
+    )
+    cost_override = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Cost per hour set by an operator instead of the fleet's cost model.",
+    )
+
+    # ------------------------------------------------------------ derived (hosts.classify)
+    rule_traits = ArrayField(models.CharField(max_length=57), default=list, blank=True, editable=False)
+    traits = ArrayField(
+        models.CharField(max_length=57),
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="Rule traits and manual traits: what selection and the BMH labels use.",
+    )
+    cost_per_hour = models.DecimalField(max_digits=12, decimal_places=4, default=0, editable=False)
+    classified_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # ------------------------------------------------------------ bookkeeping
     fingerprint = models.CharField(max_length=96, blank=True, editable=False)
@@ -129,6 +169,8 @@ class Host(models.Model):
             ),
             models.Index(fields=["retired_at"], name="host_retired_at"),
             models.Index(fields=["maintenance"], condition=Q(maintenance=True), name="host_maintenance"),
+            GinIndex(fields=["traits"], name="host_traits"),
+            models.Index(fields=["cost_per_hour", "name"], name="host_cost"),
         ]
 
     def __str__(self) -> str:
@@ -183,19 +225,21 @@ class Host(models.Model):
 class HostStateChange(models.Model):
     """A tracked field of a host changed. Append-only (see the module docstring)."""
 
-    FIELDS = [(name, name) for name in (*TRACKED_FIELDS, RETIRED)]
+    FIELDS = [(name, name) for name in (*TRACKED_FIELDS, RETIRED, *CURATED_FIELDS)]
 
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="state_changes")
     field = models.CharField(max_length=32, choices=FIELDS)
     old = models.CharField(max_length=320, blank=True)
     new = models.CharField(max_length=320, blank=True)
-    at = models.DateTimeField(default=timezone.now, help_text="When the sync saw the change.")
+    at = models.DateTimeField(default=timezone.now, help_text="When the sync saw the change (or an operator made it).")
     reported_at = models.DateTimeField(
         null=True,
         blank=True,
         help_text="For status fields: the BareMetalHost's status.lastUpdated with the change, "
         "i.e. when the controller made it (the lab's simulated time in the lab).",
     )
+    actor = models.CharField(max_length=254, blank=True, help_text="Who made an operator change (empty: the sync).")
+    reason = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
@@ -260,3 +304,70 @@ class HostEnrolment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.state})"
+
+
+class FleetSettings(models.Model):
+    """The operator's settings for the whole fleet: one row (``FleetSettings.load()``).
+
+    * ``topology_levels`` — failure-domain levels from the coarsest, e.g. site > room > row > rack
+      (first value: ``TEAPOT_TOPOLOGY_LEVELS``); a level in use by a host's location cannot be
+      removed (:func:`hosts.curation.fleet_settings_update`).
+    * ``cost_model`` — the weights of :class:`hosts.costs.CostModel` (empty: the MAAS-like
+      default, one unit per core and per GiB of RAM).
+    """
+
+    topology_levels = ArrayField(models.CharField(max_length=32), default=list)
+    cost_model = models.JSONField(default=dict, blank=True)
+    cost_unit = models.CharField(max_length=16, default="units", help_text="What a cost is counted in, e.g. EUR.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "fleet settings"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="fleetsettings_singleton")]
+
+    def __str__(self) -> str:
+        return "Fleet settings"
+
+    @classmethod
+    def load(cls) -> FleetSettings:
+        from django.conf import settings
+
+        obj = cls.objects.filter(id=1).first()  # created by migration 0004; one query
+        if obj is None:
+            default_levels = list(getattr(settings, "TEAPOT_TOPOLOGY_LEVELS", ["site", "room", "row", "rack"]))
+            obj, _ = cls.objects.get_or_create(id=1, defaults={"topology_levels": default_levels})
+        return obj
+
+    def get_cost_model(self):
+        from hosts.costs import CostModel
+
+        return CostModel.from_dict(self.cost_model or {})
+
+
+class TraitRule(models.Model):
+    """An automatic trait, like a MAAS tag with a definition: hosts whose hardware matches the
+    rule (:mod:`hosts.rules`) carry the trait. Saving or deleting a rule reclassifies the fleet."""
+
+    name = models.CharField(max_length=57, unique=True, validators=[TRAIT_NAME])
+    rule = models.TextField(help_text='e.g. accelerator(type == "nvidia-a100") or ram_gib >= 512')
+    description = models.CharField(max_length=255, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from hosts.rules import RuleError, compile_rule
+
+        try:
+            compile_rule(self.rule)
+        except RuleError as exc:
+            raise ValidationError({"rule": f"{exc.message} (at character {exc.position + 1})"}) from exc

@@ -51,6 +51,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from hosts import hardware as hw
+from hosts.classify import hosts_classify
 from hosts.models import RETIRED, TRACKED_FIELDS, Host, HostStateChange, SyncCursor
 from teapot_portal.gateway.base import Gateway, HostRecord, Invalid, WatchEvent
 
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the mapping from a BareMetalHost to the columns changes: every host is then
 # rewritten once by the next sync (the resourceVersion shortcut does not apply).
-SYNC_VERSION = "1"
+SYNC_VERSION = "2"
 # Advisory locks of the inventory: (class, id) pairs, apart from the lab's single-key lock.
 LOCK_CLASS = 0x7EA9
 LOCK_MIRROR = 1  # transaction-scoped, held by every hosts_sync
@@ -537,6 +538,14 @@ def hosts_sync(
         except DatabaseError:
             log.warning("host sync: the bulk write failed; writing host by host", exc_info=True)
             _write_each(ops, now)
+        # Hardware (or the key-erase fact) changed: traits and cost follow, in the same transaction.
+        reclassify = [
+            op.host.pk
+            for op in ops
+            if op.outcome != "failed" and op.host.pk and (op.kind in ("create", "full") or op.key_erase is not None)
+        ]
+        if reclassify:
+            hosts_classify(host_ids=reclassify)
     for op in ops:
         setattr(result, op.outcome, getattr(result, op.outcome) + 1)
     result.seconds = time.monotonic() - started

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LOCK_RESYNC = 2
 LOCK_FOLLOW = 3
+LOCK_LABELS = 4
 
 
 @contextmanager
@@ -82,3 +83,49 @@ def host_enrolment_apply_task(self, enrolment_id: int) -> str:
         return host_enrolment_apply(enrolment_id=enrolment_id)
     except Unavailable as exc:
         raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
+
+
+@shared_task(name="teapot.hosts.classify", ignore_result=True)
+def hosts_classify_task() -> dict:
+    """Reclassify the whole fleet (a rule or the cost model changed), then write the trait labels."""
+    from hosts.classify import hosts_classify
+
+    changed = hosts_classify()
+    if changed:
+        trait_labels_task.delay()
+    return {"changed": changed}
+
+
+@shared_task(name="teapot.hosts.trait-labels", ignore_result=True)
+def trait_labels_task() -> dict:
+    """Write teapot.io/trait-<name> labels where the BareMetalHosts differ from the hosts' traits."""
+    from hosts.curation import trait_labels_apply
+
+    with single_run(LOCK_LABELS) as mine:
+        if not mine:
+            return {"skipped": True}
+        try:
+            return trait_labels_apply()
+        except GatewayError as exc:
+            log.warning("trait labels not written: %s", exc)
+            return {"error": str(exc)}
+
+
+@shared_task(name="teapot.hosts.action", bind=True, max_retries=5, acks_late=True)
+def host_action_task(self, name: str, namespace: str, action: str) -> str:
+    """Power on/off, re-inspect or retire (delete the BareMetalHost); transient errors retried."""
+    from hosts.curation import host_action_apply
+    from teapot_portal.gateway import NotFound, Unavailable
+
+    if not all(isinstance(v, str) for v in (name, namespace, action)):
+        log.warning("host action ignored: bad payload %r", (name, namespace, action))
+        return "invalid"
+    try:
+        return host_action_apply(name=name, namespace=namespace, action=action)
+    except Unavailable as exc:
+        raise self.retry(exc=exc, countdown=min(120, 5 * 2**self.request.retries)) from exc
+    except NotFound:
+        return "gone"
+    except GatewayError as exc:
+        log.warning("host action failed: %s", exc, extra={"host": name, "action": action})
+        return "failed"

@@ -310,6 +310,8 @@ CELERY_BEAT_SCHEDULE: dict = {
         "options": {"expires": 10},
     },
     "hosts-resync": {"task": "teapot.hosts.resync", "schedule": 300.0, "options": {"expires": 300}},
+    # Trait labels (teapot.io/trait-<name>) onto the BareMetalHosts wherever they differ.
+    "hosts-trait-labels": {"task": "teapot.hosts.trait-labels", "schedule": 60.0, "options": {"expires": 60}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE

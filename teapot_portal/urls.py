@@ -6,6 +6,7 @@ from teapot_portal import api, views
 
 api_v1 = [
     path("me/", api.MeView.as_view(), name="me"),
+    path("", include("hosts.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -17,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("account/", include("tenants.urls")),
+    path("hosts/", include("hosts.urls")),
     path("api/v1/", include((api_v1, "api"))),
 ]
 

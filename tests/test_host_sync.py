@@ -502,10 +502,12 @@ def test_resync_query_count_does_not_grow_with_the_fleet(django_assert_max_num_q
         small, _ = measure(10)
         transaction.set_rollback(True)
     assert not Host.objects.exists()
-    with django_assert_max_num_queries(5 * 10):
+    with django_assert_max_num_queries(5 * 14):
         large, seconds = measure(1000)
     assert small == large, (small, large)
-    assert max(large) <= 10, large
+    # 8 for the sync itself, 4 more when hardware arrives: the rules, the cost model, the hosts
+    # to classify and one UPDATE of their traits and costs.
+    assert max(large) <= 12, large
     assert Host.objects.filter(retired_at__isnull=True).count() == 500
     assert HostStateChange.objects.filter(field="provisioning_state", new="provisioning").count() == 1000
     print(f"\nresync of 1,000 synthetic hosts: queries per phase {large}, seconds {seconds}")

@@ -1,0 +1,3 @@
+"""REST API of the inventory (mounted under /api/v1/)."""
+
+urlpatterns: list = []
