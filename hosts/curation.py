@@ -309,7 +309,12 @@ def trait_rule_preview(text: str, *, sample: int = 8) -> dict:
     hosts = Host.objects.filter(retired_at__isnull=True, hardware__isnull=False).only(
         "id",
         "name",
-        *[f for f in ("cpu_count", "cpu_mhz", "cpu_model", "cpu_flags", "architecture", "ram_mib")],
+        "cpu_count",
+        "cpu_mhz",
+        "cpu_model",
+        "cpu_flags",
+        "architecture",
+        "ram_mib",
         "disks",
         "nics",
         "accelerators",

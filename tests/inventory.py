@@ -6,6 +6,7 @@ written through the real sync (``hosts_sync``), then located and classified like
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from hosts.classify import hosts_classify
@@ -27,6 +28,11 @@ RULES = {
     "hdd-dense": 'disk(type == "HDD") >= 8',
 }
 PASSWORD = "Sup3r-s3cret-BMC-pw"  # never stored by Teapot; tests scan for it anyway
+
+
+def _mac(name: str) -> str:
+    digest = hashlib.sha256(name.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 def bmh(
@@ -73,7 +79,7 @@ def bmh(
                 "address": f"redfish://10.9.0.1/redfish/v1/Systems/{name}",
                 "credentialsName": f"{name}-bmc-secret",
             },
-            "bootMACAddress": "52:54:00:%02x:%02x:%02x" % (hash(name) & 0xFF, (hash(name) >> 8) & 0xFF, len(name)),
+            "bootMACAddress": _mac(name),
         },
         "status": status,
     }
