@@ -3,18 +3,89 @@
 A host comes from its BareMetalHost and goes (retired) when that disappears, so the admin
 neither adds nor deletes hosts. The state history is append-only — no add, change or delete
 here, and PostgreSQL refuses UPDATE and DELETE on it anyway (migration 0002).
+
+Every change goes through :mod:`hosts.curation`, like the operator pages and the API: saving a
+host records maintenance and trait changes with the operator's name and reclassifies it; the
+bulk actions (maintenance on/off, power on/off, re-inspect, retire) queue the same work and say
+which hosts refused and why. Saving or deleting a classification rule reclassifies the fleet.
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from hosts.models import Host, HostEnrolment, HostStateChange, SyncCursor
+from hosts import curation
+from hosts.models import FleetSettings, Host, HostEnrolment, HostStateChange, SyncCursor, TraitRule
 
-OPERATOR_FIELDS = ("maintenance", "maintenance_reason", "notes", "location", "key_erase_capable")
+OPERATOR_FIELDS = (
+    "maintenance",
+    "maintenance_reason",
+    "notes",
+    "location",
+    "manual_traits",
+    "cost_override",
+    "key_erase_capable",
+)
 RECENT_CHANGES = 20
+
+
+def _report(modeladmin, request, verb: str, done: int, refused: list[str]) -> None:
+    if done:
+        modeladmin.message_user(request, f"{verb}: {done} host(s).", messages.SUCCESS)
+    if refused:
+        shown = "; ".join(refused[:10]) + (f"; and {len(refused) - 10} more" if len(refused) > 10 else "")
+        modeladmin.message_user(request, f"Not done for {len(refused)} host(s): {shown}", messages.WARNING)
+
+
+@admin.action(description="Put in maintenance (not allocatable)")
+def maintenance_on(modeladmin, request, queryset):
+    changed = curation.hosts_set_maintenance(queryset, on=True, reason="set in the admin", actor=request.user)
+    _report(modeladmin, request, "In maintenance", changed, [])
+
+
+@admin.action(description="Take out of maintenance")
+def maintenance_off(modeladmin, request, queryset):
+    changed = curation.hosts_set_maintenance(queryset, on=False, actor=request.user)
+    _report(modeladmin, request, "Out of maintenance", changed, [])
+
+
+def _bmh_action(action: str, description: str):
+    def run(modeladmin, request, queryset):
+        queued, refused = curation.hosts_action(list(queryset), action, actor=request.user)
+        _report(modeladmin, request, f"{curation.ACTIONS[action]} queued", queued, refused)
+
+    run.__name__ = f"action_{action.replace('-', '_')}"
+    return admin.action(description=description)(run)
+
+
+power_on = _bmh_action("power-on", "Power on")
+power_off = _bmh_action("power-off", "Power off (refused for hosts in use)")
+reinspect = _bmh_action("inspect", "Re-inspect hardware")
+retire = _bmh_action("retire", "Retire (delete the BareMetalHost; refused for hosts in use)")
+
+
+class HostAdminForm(forms.ModelForm):
+    class Meta:
+        model = Host
+        fields = OPERATOR_FIELDS
+
+
+class TraitFilter(admin.SimpleListFilter):
+    title = "trait"
+    parameter_name = "trait"
+
+    def lookups(self, request, model_admin):
+        names = set(TraitRule.objects.values_list("name", flat=True))
+        for traits in Host.objects.exclude(manual_traits=[]).values_list("manual_traits", flat=True).distinct():
+            names.update(traits)
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(traits__contains=[self.value()]) if self.value() else queryset
 
 
 class ActiveFilter(admin.SimpleListFilter):
@@ -34,9 +105,13 @@ class ActiveFilter(admin.SimpleListFilter):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    form = HostAdminForm
+    actions = (maintenance_on, maintenance_off, power_on, power_off, reinspect, retire)
     list_display = (
         "name",
         "state",
+        "traits_label",
+        "cost_per_hour",
         "provisioning_state",
         "operational_status",
         "error_type",
@@ -56,12 +131,14 @@ class HostAdmin(admin.ModelAdmin):
         "architecture",
         "key_erase_capable",
         "system_product",
+        TraitFilter,
     )
     search_fields = ("name", "uid", "boot_mac", "bmc_address", "system_serial", "system_product", "consumer")
     list_per_page = 100
     fieldsets = (
         (None, {"fields": ("name", "namespace", "uid", "state", "sync_error")}),
         ("Operator", {"fields": OPERATOR_FIELDS}),
+        ("Classification and cost", {"fields": ("rule_traits", "traits", "cost_per_hour", "cost_explained")}),
         (
             "BareMetalHost",
             {
@@ -109,7 +186,34 @@ class HostAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         editable = set(OPERATOR_FIELDS)
-        return [f.name for f in Host._meta.concrete_fields if f.name not in editable] + ["state", "recent_changes"]
+        return [f.name for f in Host._meta.concrete_fields if f.name not in editable] + [
+            "state",
+            "recent_changes",
+            "cost_explained",
+        ]
+
+    def save_model(self, request, obj, form, change):
+        """Through hosts.curation.host_update: history with the operator's name, reclassification."""
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in OPERATOR_FIELDS}
+        if not fields:
+            return
+        try:
+            curation.host_update(obj, actor=request.user, **fields)
+        except ValidationError as exc:  # the form checked types; the service checks meaning
+            self.message_user(
+                request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()), messages.ERROR
+            )
+
+    @admin.display(description="traits")
+    def traits_label(self, host: Host) -> str:
+        return ", ".join(host.traits)
+
+    @admin.display(description="cost explained")
+    def cost_explained(self, host: Host) -> str:
+        from hosts.classify import cost_lines
+
+        cost = cost_lines(host)
+        return format_html_join("", "<div>{}: {}</div>", ((text, amount) for text, amount in cost.lines))
 
     def has_add_permission(self, request) -> bool:
         return False  # hosts come from BareMetalHosts (enrolment is its own service)
@@ -192,3 +296,86 @@ class HostEnrolmentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # enrolment goes through host_enrol (operator pages, API, import)
+
+
+class TraitRuleForm(forms.ModelForm):
+    class Meta:
+        model = TraitRule
+        fields = ("name", "rule", "description", "enabled")
+        widgets = {"rule": forms.Textarea(attrs={"rows": 3, "style": "font-family: monospace"})}
+
+
+@admin.register(TraitRule)
+class TraitRuleAdmin(admin.ModelAdmin):
+    """Automatic traits from hardware; saved through hosts.curation, so the fleet is reclassified."""
+
+    form = TraitRuleForm
+    list_display = ("name", "rule", "enabled", "hosts", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "rule", "description")
+    actions = ("delete_and_reclassify",)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deleting goes through the service (reclassifies)
+        return actions
+
+    @admin.display(description="hosts with the trait")
+    def hosts(self, rule: TraitRule) -> int:
+        return Host.objects.filter(retired_at__isnull=True, traits__contains=[rule.name]).count()
+
+    def save_model(self, request, obj, form, change):
+        curation.trait_rule_save(
+            name=obj.name,
+            rule=obj.rule,
+            description=obj.description,
+            enabled=obj.enabled,
+            instance=obj if change else None,
+        )
+
+    def delete_model(self, request, obj):
+        curation.trait_rule_delete(obj)
+
+    @admin.action(description="Delete the rules and reclassify the fleet")
+    def delete_and_reclassify(self, request, queryset):
+        count = 0
+        for rule in queryset:
+            curation.trait_rule_delete(rule)
+            count += 1
+        self.message_user(request, f"Deleted {count} rule(s); the fleet is being reclassified.", messages.SUCCESS)
+
+
+class FleetSettingsForm(forms.ModelForm):
+    class Meta:
+        model = FleetSettings
+        fields = ("topology_levels", "cost_unit", "cost_model")
+
+    def clean(self):
+        data = super().clean()
+        try:
+            curation.fleet_settings_check(
+                topology_levels=data.get("topology_levels"),
+                cost_model=data.get("cost_model"),
+                cost_unit=data.get("cost_unit"),
+            )
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        return data
+
+
+@admin.register(FleetSettings)
+class FleetSettingsAdmin(admin.ModelAdmin):
+    form = FleetSettingsForm
+    list_display = ("__str__", "topology_levels", "cost_unit", "updated_at", "updated_by")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # one row, created by migration 0004
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        curation.fleet_settings_update(
+            topology_levels=obj.topology_levels, cost_model=obj.cost_model, cost_unit=obj.cost_unit, actor=request.user
+        )

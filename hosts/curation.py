@@ -41,8 +41,8 @@ ACTIONS = {
     "inspect": "Re-inspect",
     "retire": "Retire",
 }
-# Provisioning states in which Ironic can inspect (metal3-facts: inspection runs from these).
-INSPECTABLE = {"available", "ready", "externally provisioned", "inspecting", "preparing"}
+# Provisioning states in which a re-inspection can be requested (the gateway refuses the others).
+INSPECTABLE = {"available", "ready"}
 
 
 def _actor(user) -> str:
@@ -370,6 +370,56 @@ def trait_rule_delete(rule: TraitRule) -> None:
 # --------------------------------------------------------------------------- fleet settings
 
 
+def _fleet_settings_values(
+    *, topology_levels: Sequence[str] | None, cost_model: dict | None, cost_unit: str | None
+) -> dict[str, Any]:
+    """The checked new values; raises ValidationError naming each bad one."""
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if topology_levels is not None:
+        try:
+            levels = topology.validate_levels(topology_levels)
+        except topology.TopologyError as exc:
+            errors["topology_levels"] = str(exc)
+        else:
+            reserved = set(_RESERVED_FILTER_NAMES) & set(levels)
+            broken = []
+            for host_name, location in Host.objects.exclude(location={}).values_list("name", "location"):
+                try:
+                    topology.validate_location(location, levels)
+                except topology.TopologyError:
+                    broken.append(host_name)
+            if reserved:
+                errors["topology_levels"] = f"{', '.join(sorted(reserved))}: reserved (a host list filter)"
+            elif broken:
+                errors["topology_levels"] = (
+                    f"{len(broken)} host(s) have locations these levels cannot hold "
+                    f"(e.g. {', '.join(sorted(broken)[:5])}); change their locations first"
+                )
+            else:
+                values["topology_levels"] = levels
+    if cost_model is not None:
+        try:
+            values["cost_model"] = CostModel.from_dict(cost_model).to_dict()
+        except (CostModelError, AttributeError, TypeError) as exc:
+            errors["cost_model"] = str(exc) if isinstance(exc, CostModelError) else "a mapping of weights"
+    if cost_unit is not None:
+        unit = str(cost_unit).strip()
+        if not unit or len(unit) > 16:
+            errors["cost_unit"] = "1 to 16 characters, e.g. EUR or units"
+        values["cost_unit"] = unit
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+def fleet_settings_check(
+    *, topology_levels: Sequence[str] | None = None, cost_model: dict | None = None, cost_unit: str | None = None
+) -> None:
+    """Raise ValidationError if these settings would be refused (the admin form's clean)."""
+    _fleet_settings_values(topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit)
+
+
 def fleet_settings_update(
     *,
     topology_levels: Sequence[str] | None = None,
@@ -377,48 +427,19 @@ def fleet_settings_update(
     cost_unit: str | None = None,
     actor=None,
 ) -> FleetSettings:
-    """Change the topology levels and/or the cost model. Levels that would leave a host's
-    location invalid are refused, naming the hosts; a bad weight is named."""
-    errors: dict[str, str] = {}
+    """Change the topology levels, the cost model and/or its unit. Levels that would leave a
+    host's location invalid are refused, naming the hosts; a bad weight is named. A changed cost
+    model reclassifies the fleet (costs) after the commit."""
+    FleetSettings.load()
     with transaction.atomic():
-        current = FleetSettings.objects.select_for_update().get(pk=FleetSettings.load().pk)
-        if topology_levels is not None:
-            try:
-                levels = topology.validate_levels(topology_levels)
-            except topology.TopologyError as exc:
-                errors["topology_levels"] = str(exc)
-            else:
-                reserved = set(_RESERVED_FILTER_NAMES) & set(levels)
-                if reserved:
-                    errors["topology_levels"] = f"{', '.join(sorted(reserved))}: reserved (a host list filter)"
-                else:
-                    broken = []
-                    for host_name, location in Host.objects.exclude(location={}).values_list("name", "location"):
-                        try:
-                            topology.validate_location(location, levels)
-                        except topology.TopologyError:
-                            broken.append(host_name)
-                    if broken:
-                        errors["topology_levels"] = (
-                            f"{len(broken)} host(s) have locations these levels cannot hold "
-                            f"(e.g. {', '.join(broken[:5])}); change their locations first"
-                        )
-                    current.topology_levels = levels
-        if cost_model is not None:
-            try:
-                current.cost_model = CostModel.from_dict(cost_model).to_dict()
-            except (CostModelError, AttributeError, TypeError) as exc:
-                errors["cost_model"] = str(exc) if isinstance(exc, CostModelError) else "a mapping of weights"
-        if cost_unit is not None:
-            unit = str(cost_unit).strip()
-            if not unit or len(unit) > 16:
-                errors["cost_unit"] = "1 to 16 characters, e.g. EUR or units"
-            current.cost_unit = unit
-        if errors:
-            raise ValidationError(errors)
+        current = FleetSettings.objects.select_for_update().get(pk=1)
+        values = _fleet_settings_values(topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit)
+        cost_changed = "cost_model" in values and values["cost_model"] != current.cost_model
+        for name, value in values.items():
+            setattr(current, name, value)
         current.updated_by = _actor(actor)
         current.save()
-        if cost_model is not None:
+        if cost_changed:
             reclassify_after_commit()
     return current
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 
 from hosts.classify import hosts_classify
+from hosts.demo import DEFAULT_RULES
 from hosts.models import Host, TraitRule
 from hosts.services import hosts_sync
 from teapot_portal.gateway.base import HostRecord
@@ -18,15 +19,8 @@ from teapot_portal.gateway.lab import profiles
 NS = "teapot"
 PROFILES = ("general", "general", "highmem", "gpu-a100", "gpu-l40s", "fpga-u250", "storage-dense", "general")
 STATES = ("available", "available", "available", "provisioned", "provisioning", "inspecting", "available", "available")
-# The demo's default rules (hosts.demo.DEFAULT_RULES has the same ones).
-RULES = {
-    "gpu-a100": 'accelerator(type == "nvidia-a100")',
-    "gpu-l40s": 'accelerator(type == "nvidia-l40s")',
-    "fpga": 'accelerator(type ~ "xilinx") or accelerator(type ~ "fpga")',
-    "nvme": 'disk(type == "NVME")',
-    "highmem": "ram_gib >= 512",
-    "hdd-dense": 'disk(type == "HDD") >= 8',
-}
+# The demo's classification rules (without the demo's cost model: costs stay MAAS-like).
+RULES = {name: rule for name, (rule, _) in DEFAULT_RULES.items()}
 PASSWORD = "Sup3r-s3cret-BMC-pw"  # never stored by Teapot; tests scan for it anyway
 
 
@@ -48,13 +42,14 @@ def bmh(
     data = profiles.build(profile, name)
     status = {
         "operationalStatus": "error" if error else "OK",
-        "errorType": error,
         "errorMessage": f"{error} on {name}" if error else "",
         "errorCount": 1 if error else 0,
         "poweredOn": state in ("provisioned", "provisioning"),
         "provisioning": {"ID": f"node-{name}", "state": state},
         "lastUpdated": "2026-11-01T00:00:00Z",
     }
+    if error:
+        status["errorType"] = error
     if state not in ("registering", "inspecting", ""):
         status["hardware"] = data["hardware"]
     annotations = {}
