@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export DEBUG ?= 1
 export TEAPOT_DEMO ?= 1
 
-.PHONY: run test lint format venv clean vendor check-deploy
+.PHONY: run test lint format venv clean vendor check-deploy bench
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ run: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of make test): figures and baselines printed, nothing asserted.
+bench: venv
+	$(PY) bench/inventory.py $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
