@@ -23,7 +23,8 @@ def main() -> None:
         from teapot_portal import embedded
 
         try:
-            owned = embedded.ensure()
+            embedded.ensure()
+            owned = embedded.wanted()  # owned or used as a guest: release() stops or hands over
         except embedded.EmbeddedError as exc:
             sys.exit(f"error: {exc}")
     try:

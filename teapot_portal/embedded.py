@@ -144,6 +144,34 @@ def _set_owner(name: str, pid: int | None) -> None:
         path.write_text(f"{pid}\n")
 
 
+def _guests_dir(name: str) -> Path:
+    return var_dir() / f"{name}.guests"
+
+
+def _add_guest(name: str, pid: int) -> None:
+    directory = _guests_dir(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / str(pid)).touch()
+
+
+def _live_guests(name: str, *, besides: int) -> list[int]:
+    """Processes using a server someone else started, still alive (dead ones are forgotten)."""
+    directory = _guests_dir(name)
+    alive = []
+    for entry in sorted(directory.glob("*")) if directory.exists() else []:
+        try:
+            pid = int(entry.name)
+        except ValueError:
+            continue
+        if pid == besides:
+            continue
+        if _pid_alive(pid):
+            alive.append(pid)
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
 # --------------------------------------------------------------------------- postgres
 
 
@@ -334,6 +362,7 @@ def ensure(names: list[str] | None = None, *, owner: int | None = None) -> list[
             server = _SERVERS[name]
             current = _owner(name)
             if server.running() is not None and current and current != owner and _pid_alive(current):
+                _add_guest(name, owner)  # the owner hands the server over instead of stopping it under us
                 continue
             if server.running() is None:
                 server.start()
@@ -345,11 +374,19 @@ def ensure(names: list[str] | None = None, *, owner: int | None = None) -> list[
 
 
 def release(names: list[str], *, owner: int | None = None) -> None:
-    """Stop the named servers if ``owner`` (default: this process) still owns them."""
+    """Done with the named servers: stop those ``owner`` (default: this process) owns — unless
+    another live process is using one (a guest), which then becomes its owner and stops it when
+    it releases it in turn. Releasing a server someone else owns is a no-op."""
     owner = owner or os.getpid()
     with _lock():
         for name in reversed(names):
+            (_guests_dir(name) / str(owner)).unlink(missing_ok=True)
             if _owner(name) not in (owner, None):
+                continue
+            guests = _live_guests(name, besides=owner)
+            if guests and _SERVERS[name].running() is not None:
+                _set_owner(name, guests[0])
+                (_guests_dir(name) / str(guests[0])).unlink(missing_ok=True)
                 continue
             _SERVERS[name].stop()
             _set_owner(name, None)

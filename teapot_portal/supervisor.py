@@ -145,7 +145,8 @@ class Supervisor:
             wanted = embedded.wanted()
             if wanted:
                 say(f"starting embedded {' and '.join(wanted)} under {embedded.var_dir()}")
-            self.owned = embedded.ensure()
+            embedded.ensure()
+            self.owned = wanted  # owned or used as a guest: release() stops or hands over
             if not self.stopping:
                 say("applying migrations")
                 self._manage("migrate", "--noinput", "-v", "0")

@@ -21,7 +21,8 @@ def pytest_configure(config):
     # The embedded servers are started once per session (the xdist controller starts them,
     # workers find them running) and stopped at the end if this session started them.
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        _owned.extend(embedded.ensure())
+        embedded.ensure()
+        _owned.extend(embedded.wanted())  # owned or used: release() stops or hands over
 
 
 def pytest_unconfigure(config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -93,3 +94,20 @@ def test_too_long_a_path_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TEAPOT_VAR_DIR", "/tmp/" + "x" * 120)
     with pytest.raises(embedded.EmbeddedError, match="too long for a unix socket"):
         embedded.database_settings()
+
+
+def test_a_guest_keeps_the_server_when_its_owner_is_done(var_dir):
+    """Two pytest sessions (or make test beside manage.py): the first to finish hands over."""
+    owned = embedded.ensure(["redis"])
+    assert owned == ["redis"]
+    guest = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert embedded.ensure(["redis"], owner=guest.pid) == []  # used as it is, registered as a guest
+        embedded.release(["redis"])  # the owner is done: the guest is still using it
+        assert embedded.status()["redis"]["pid"] is not None
+        assert embedded.status()["redis"]["owner"] == guest.pid
+        embedded.release(["redis"], owner=guest.pid)  # the last user stops it
+        assert embedded.status()["redis"]["pid"] is None
+    finally:
+        guest.kill()
+        guest.wait()
