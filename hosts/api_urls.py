@@ -1,3 +1,20 @@
-"""REST API of the inventory (mounted under /api/v1/)."""
+"""REST API of the inventory (mounted under /api/v1/, namespace ``api``).
 
-urlpatterns: list = []
+hosts/ (+ import/, {name}/actions/, {name}/history/), host-enrolments/, trait-rules/ (+ preview/),
+fleet-settings/.
+"""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from hosts import api
+
+router = SimpleRouter()
+router.register("hosts", api.HostViewSet, basename="host")
+router.register("host-enrolments", api.HostEnrolmentViewSet, basename="host-enrolment")
+router.register("trait-rules", api.TraitRuleViewSet, basename="trait-rule")
+
+urlpatterns = [
+    path("fleet-settings/", api.FleetSettingsView.as_view(), name="fleet-settings"),
+    *router.urls,
+]

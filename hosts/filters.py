@@ -8,7 +8,8 @@
   parameter (``?room=a&rack=r3``), added from the fleet's current topology levels.
 * ``tenant`` — the tenant a host is allocated to (the ``teapot.io/tenant`` label Teapot puts on
   the BareMetalHosts it hands out); ``tenant=none`` lists unallocated hosts.
-* ``maintenance`` — true/false; ``q`` — name, serial, product or boot MAC contains;
+* ``maintenance`` — true/false; ``q`` — name, serial, product or boot MAC contains (tenant
+  members: name and product only; they cannot filter by ``tenant`` either — ``operator=False``);
   ``lifecycle`` — active (default), retired or all; ``accelerator`` — an accelerator type.
 * ``ordering`` — name, state, cost, cores, ram, accelerators, last_synced (``-`` for descending).
 """
@@ -94,8 +95,11 @@ class HostFilterSet(df.FilterSet):
         model = Host
         fields: list[str] = []
 
-    def __init__(self, data=None, *args, levels: list[str] | None = None, **kwargs):
+    def __init__(self, data=None, *args, levels: list[str] | None = None, operator: bool = True, **kwargs):
         super().__init__(data, *args, **kwargs)
+        # Tenant members may filter too, but allocations and identifiers are not theirs to probe:
+        # ``tenant`` is refused and ``q`` matches names and products only (not serials or MACs).
+        self.operator = operator
         self.levels = levels if levels is not None else list(FleetSettings.load().topology_levels)
         for level in self.levels:
             if level not in self.filters:
@@ -129,9 +133,14 @@ class HostFilterSet(df.FilterSet):
         return queryset.filter(traits__contains=traits) if traits else queryset
 
     def get_form_class(self):
-        levels, base = self.levels, super().get_form_class()
+        levels, operator, base = self.levels, self.operator, super().get_form_class()
 
         class HostFilterForm(base):
+            def clean_tenant(self):
+                if self.cleaned_data.get("tenant") and not operator:
+                    raise ValidationError("Only operators can filter by tenant.")
+                return self.cleaned_data.get("tenant") or ""
+
             def clean_location(self):
                 value = self.cleaned_data.get("location") or ""
                 if value:
@@ -166,12 +175,10 @@ class HostFilterSet(df.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        return queryset.filter(
-            Q(name__icontains=value)
-            | Q(system_serial__icontains=value)
-            | Q(system_product__icontains=value)
-            | Q(boot_mac__iexact=value.lower())
-        )
+        q = Q(name__icontains=value) | Q(system_product__icontains=value)
+        if self.operator:
+            q |= Q(system_serial__icontains=value) | Q(boot_mac__iexact=value.lower())
+        return queryset.filter(q)
 
 
 def location_label(host: Host, levels: list[str]) -> str:

@@ -25,6 +25,18 @@ def exception_handler(exc, context):
     return response
 
 
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField(help_text="Per field: a list of messages (or what the operation says).")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (teapot_portal.api.exception_handler)."""
+
+    error = ErrorBodySerializer()
+
+
 class TenantMembershipSerializer(serializers.Serializer):
     slug = serializers.CharField()
     name = serializers.CharField()
