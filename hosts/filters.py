@@ -85,7 +85,7 @@ class HostFilterSet(df.FilterSet):
     lifecycle = df.ChoiceFilter(
         choices=[("active", "active"), ("retired", "retired"), ("all", "all")],
         method="filter_lifecycle",
-        empty_label="active",
+        empty_label="active (default)",
         label="Lifecycle",
     )
     q = df.CharFilter(method="filter_q", label="Search")

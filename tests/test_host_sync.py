@@ -592,8 +592,9 @@ def test_a_second_concurrent_task_run_returns_at_once(settings):
 def test_the_admin_lists_hosts_and_keeps_history_read_only(lab, olga_client, django_assert_max_num_queries):
     lab.ready(*((f"n{i}", "gpu-a100" if i % 2 else None) for i in range(6)))
     lab.resync()
-    # Session, user, two counts, the page of hosts, one DISTINCT per choice filter: none per host.
-    with django_assert_max_num_queries(10):
+    # Session, user, two counts, the page of hosts, one DISTINCT per choice filter, the trait
+    # filter's rule names and manual traits: none per host.
+    with django_assert_max_num_queries(12):
         page = olga_client.get("/admin/hosts/host/?lifecycle=active")
     assert page.status_code == 200 and "8× nvidia-a100" in page.content.decode()
     host = Host.objects.get(name="n1")
