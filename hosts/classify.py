@@ -17,9 +17,11 @@ difference through the gateway (level-triggered: run it again and it writes noth
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
@@ -30,7 +32,7 @@ from hosts.rules import Rule, RuleError, compile_rule, facts_from_hardware
 
 log = logging.getLogger(__name__)
 
-_FIELDS = (
+CLASSIFY_FIELDS = (
     "id",
     "cpu_count",
     "cpu_mhz",
@@ -115,31 +117,81 @@ def host_cost_of(host: Host, model: CostModel, traits: Iterable[str] | None = No
     )
 
 
-def hosts_classify(*, host_ids: Iterable[int] | None = None, classifier: Classifier | None = None) -> int:
-    """Recompute traits and cost of the given hosts (None: every active host); returns how many changed."""
-    from hosts.services import _bulk_update  # the linear UPDATE … FROM (VALUES …)
+def hosts_classify(
+    *,
+    host_ids: Iterable[int] | None = None,
+    hosts: Iterable[Host] | None = None,
+    classifier: Classifier | None = None,
+) -> int:
+    """Recompute traits and cost; returns how many hosts changed.
+
+    ``hosts``: these in-memory hosts (the sync's, with every column :data:`CLASSIFY_FIELDS` names
+    loaded) — no query to load them. ``host_ids``: these hosts, loaded in one query. Neither:
+    every active host. Hosts with the same hardware are classified once (most fleets are a few
+    hardware models many times over).
+    """
+    from hosts.services import _bulk_update  # the linear UPDATE … FROM jsonb_to_recordset
 
     classifier = classifier or Classifier.current()
-    hosts = Host.objects.filter(retired_at__isnull=True).only(*_FIELDS)
-    if host_ids is not None:
-        ids = list(host_ids)
-        if not ids:
-            return 0
-        hosts = hosts.filter(pk__in=ids)
+    if hosts is None:
+        queryset = Host.objects.filter(retired_at__isnull=True).only(*CLASSIFY_FIELDS)
+        if host_ids is not None:
+            ids = list(host_ids)
+            if not ids:
+                return 0
+            queryset = queryset.filter(pk__in=ids)
+        hosts = queryset.iterator(chunk_size=2000)
     now = timezone.now()
     changed = []
-    for host in hosts.iterator(chunk_size=2000):
-        rule_traits = classifier.rule_traits(host)
-        traits = sorted(set(rule_traits) | set(host.manual_traits or ()))
-        cost = classifier.cost(host, traits).per_hour
+    memo: dict[str, tuple[list[str], list[str], Decimal]] = {}
+    for host in hosts:
+        key = _hardware_key(host)
+        if key not in memo:
+            rule_traits = classifier.rule_traits(host)
+            traits = sorted(set(rule_traits) | set(host.manual_traits or ()))
+            memo[key] = (rule_traits, traits, classifier.cost(host, traits).per_hour)
+        rule_traits, traits, cost = memo[key]
         if rule_traits != host.rule_traits or traits != host.traits or cost != host.cost_per_hour:
-            host.rule_traits, host.traits, host.cost_per_hour, host.classified_at = rule_traits, traits, cost, now
+            host.rule_traits, host.traits, host.cost_per_hour, host.classified_at = (
+                list(rule_traits),
+                list(traits),
+                cost,
+                now,
+            )
             changed.append(host)
     if changed:
         with transaction.atomic(savepoint=False):
             _bulk_update(changed, ("rule_traits", "traits", "cost_per_hour", "classified_at"))
         log.info("classified hosts", extra={"changed": len(changed)})
     return len(changed)
+
+
+def _hardware_key(host: Host) -> str:
+    """Everything a rule or the cost can see, as one string (names, serials and MACs left out)."""
+    return json.dumps(
+        [
+            host.hardware is not None,
+            host.cpu_count,
+            host.cpu_mhz,
+            host.cpu_model,
+            sorted(host.cpu_flags or ()),
+            host.architecture,
+            host.ram_mib,
+            [
+                (d.get("type"), d.get("size_bytes"), d.get("rotational"), d.get("name"), d.get("model"))
+                for d in host.disks or ()
+            ],
+            [(n.get("speed_gbps"), n.get("name")) for n in host.nics or ()],
+            host.accelerators or [],
+            host.system_vendor,
+            host.system_product,
+            host.key_erase_capable,
+            host.disk_total_bytes,
+            sorted(host.manual_traits or ()),
+            str(host.cost_override),
+        ],
+        default=str,
+    )
 
 
 def reclassify_after_commit() -> None:

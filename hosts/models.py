@@ -170,7 +170,9 @@ class Host(models.Model):
             models.Index(fields=["retired_at"], name="host_retired_at"),
             models.Index(fields=["maintenance"], condition=Q(maintenance=True), name="host_maintenance"),
             GinIndex(fields=["traits"], name="host_traits"),
-            models.Index(fields=["cost_per_hour", "name"], name="host_cost"),
+            # The host list's page queries: ORDER BY name (or cost), id LIMIT 50 over active hosts.
+            models.Index(fields=["cost_per_hour", "id"], condition=Q(retired_at__isnull=True), name="host_active_cost"),
+            models.Index(fields=["name", "id"], condition=Q(retired_at__isnull=True), name="host_active_name"),
         ]
 
     def __str__(self) -> str:

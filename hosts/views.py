@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
@@ -36,7 +37,7 @@ from hosts import handoff, topology
 from hosts.classify import cost_lines
 from hosts.curation import ACTIONS, action_refusal, host_action, host_update
 from hosts.filters import CLUSTER_LABEL, STATES, TENANT_LABEL, HostFilterSet, location_label, state_q
-from hosts.models import FleetSettings, Host
+from hosts.models import FleetSettings, Host, TraitRule
 
 PAGE_SIZE = 50
 TIMELINE_PAGE = 100
@@ -145,6 +146,18 @@ def trait_counts() -> list[tuple[str, int]]:
             "WHERE retired_at IS NULL GROUP BY trait ORDER BY COUNT(*) DESC, trait"
         )
         return [(trait, count) for trait, count in cursor.fetchall()]
+
+
+def trait_names() -> list[str]:
+    """The traits hosts can carry (rule names and manual traits in use), for the filter suggestions:
+    one small query instead of unnesting every host's traits."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT name FROM {TraitRule._meta.db_table} "  # noqa: S608 (the models' tables)
+            f"UNION SELECT DISTINCT unnest(manual_traits) FROM {Host._meta.db_table} "
+            "WHERE manual_traits <> '{}' AND retired_at IS NULL ORDER BY 1"
+        )
+        return [name for (name,) in cursor.fetchall()]
 
 
 def rack_view(levels: Sequence[str]) -> dict:
@@ -305,12 +318,27 @@ def _filter_form_widgets(filterset: HostFilterSet) -> None:
 def _level_values(levels: Sequence[str]) -> dict[str, list[str]]:
     """The values in use at each level, for the filter suggestions (one query over distinct locations)."""
     seen: dict[str, set[str]] = {level: set() for level in levels}
-    for location in Host.objects.filter(retired_at__isnull=True).values_list("location", flat=True).distinct():
+    locations = Host.objects.filter(retired_at__isnull=True).order_by().values_list("location", flat=True).distinct()
+    for location in locations:
         for level in levels:
             value = (location or {}).get(level)
             if value:
                 seen[level].add(str(value))
     return {level: sorted(values, key=_natural) for level, values in seen.items()}
+
+
+SUGGESTIONS_SECONDS = 60
+
+
+def _suggestions(levels: Sequence[str]) -> dict:
+    """Trait names and location values for the filter fields' suggestion lists, cached for a
+    minute: two scans of the fleet that need not run on every keystroke."""
+    key = f"hosts:suggestions:{','.join(levels)}"
+    found = cache.get(key)
+    if found is None:
+        found = {"traits": trait_names(), "levels": _level_values(levels)}
+        cache.set(key, found, SUGGESTIONS_SECONDS)
+    return found
 
 
 def _sort_headers(request: HttpRequest) -> dict[str, dict]:
@@ -365,7 +393,8 @@ def host_list(request: HttpRequest) -> HttpResponse:
     settings = FleetSettings.load()
     levels = list(settings.topology_levels)
     filterset = HostFilterSet(request.GET or None, queryset=Host.objects.only(*LIST_FIELDS), levels=levels)
-    traits = [name for name, _ in trait_counts()]
+    suggestions = _suggestions(levels)
+    traits = suggestions["traits"]
     _filter_form_widgets(filterset)
     valid = filterset.is_valid() if filterset.is_bound else True
     queryset = filterset.qs
@@ -378,7 +407,7 @@ def host_list(request: HttpRequest) -> HttpResponse:
         "valid": valid,
         "level_fields": [form[level] for level in levels],
         "levels": levels,
-        "level_values": _level_values(levels),
+        "level_values": suggestions["levels"],
         "trait_names": traits,
         "page": page,
         "rows": [ListedHost(host, levels) for host in page.object_list],

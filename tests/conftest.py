@@ -47,6 +47,14 @@ def _release_test_database(django_db_setup, django_db_blocker):
             )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (the host list caches its suggestion lists)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def olga(db):
     from tenants.services import user_ensure
