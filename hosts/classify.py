@@ -17,6 +17,7 @@ difference through the gateway (level-triggered: run it again and it writes noth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,7 @@ CLASSIFY_FIELDS = (
     "traits",
     "cost_override",
     "cost_per_hour",
+    "hardware_class",
 )
 
 
@@ -143,31 +145,31 @@ def hosts_classify(
         hosts = queryset.iterator(chunk_size=2000)
     now = timezone.now()
     changed = []
-    memo: dict[str, tuple[list[str], list[str], Decimal]] = {}
+    memo: dict[str, tuple[list[str], list[str], Decimal, str]] = {}
     for host in hosts:
-        key = _hardware_key(host)
+        hardware_key = _hardware_key(host)
+        key = json.dumps([hardware_key, sorted(host.manual_traits or ()), str(host.cost_override)])
         if key not in memo:
             rule_traits = classifier.rule_traits(host)
             traits = sorted(set(rule_traits) | set(host.manual_traits or ()))
-            memo[key] = (rule_traits, traits, classifier.cost(host, traits).per_hour)
-        rule_traits, traits, cost = memo[key]
-        if rule_traits != host.rule_traits or traits != host.traits or cost != host.cost_per_hour:
-            host.rule_traits, host.traits, host.cost_per_hour, host.classified_at = (
-                list(rule_traits),
-                list(traits),
-                cost,
-                now,
-            )
+            hardware_class = hashlib.sha1(hardware_key.encode(), usedforsecurity=False).hexdigest()
+            memo[key] = (rule_traits, traits, classifier.cost(host, traits).per_hour, hardware_class)
+        rule_traits, traits, cost, hardware_class = memo[key]
+        now_values = (host.rule_traits, host.traits, host.cost_per_hour, host.hardware_class)
+        if (rule_traits, traits, cost, hardware_class) != now_values:
+            host.rule_traits, host.traits, host.cost_per_hour = list(rule_traits), list(traits), cost
+            host.hardware_class, host.classified_at = hardware_class, now
             changed.append(host)
     if changed:
         with transaction.atomic(savepoint=False):
-            _bulk_update(changed, ("rule_traits", "traits", "cost_per_hour", "classified_at"))
+            _bulk_update(changed, ("rule_traits", "traits", "cost_per_hour", "hardware_class", "classified_at"))
         log.info("classified hosts", extra={"changed": len(changed)})
     return len(changed)
 
 
 def _hardware_key(host: Host) -> str:
-    """Everything a rule or the cost can see, as one string (names, serials and MACs left out)."""
+    """Everything a rule, a requirement or the cost can see of the hardware, as one string
+    (names, serials and MACs left out): its digest is the host's ``hardware_class``."""
     return json.dumps(
         [
             host.hardware is not None,
@@ -187,8 +189,6 @@ def _hardware_key(host: Host) -> str:
             host.system_product,
             host.key_erase_capable,
             host.disk_total_bytes,
-            sorted(host.manual_traits or ()),
-            str(host.cost_override),
         ],
         default=str,
     )

@@ -138,6 +138,14 @@ class Host(models.Model):
         help_text="Rule traits and manual traits: what selection and the BMH labels use.",
     )
     cost_per_hour = models.DecimalField(max_digits=12, decimal_places=4, default=0, editable=False)
+    hardware_class = models.CharField(
+        max_length=40,
+        blank=True,
+        editable=False,
+        db_index=True,
+        help_text="A digest of what requirements can see of the hardware: hosts with equal classes "
+        "meet the same hardware requirements (selection checks one of each).",
+    )
     classified_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # ------------------------------------------------------------ bookkeeping
@@ -373,3 +381,63 @@ class TraitRule(models.Model):
             compile_rule(self.rule)
         except RuleError as exc:
             raise ValidationError({"rule": f"{exc.message} (at character {exc.position + 1})"}) from exc
+
+
+class HostClaim(models.Model):
+    """A host taken by an allocation (hosts.selection.hosts_claim). At most one active claim per
+    host: a partial unique constraint, so two concurrent allocations can never hold the same host."""
+
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="claims")
+    holder = models.CharField(max_length=200, help_text="Who holds it, e.g. pool:42 (later issues link it).")
+    tenant = models.CharField(max_length=63, blank=True)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-claimed_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                "host",
+                condition=Q(released_at__isnull=True),
+                name="hostclaim_one_active_per_host",
+                violation_error_message="The host is already claimed.",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["holder"], condition=Q(released_at__isnull=True), name="hostclaim_active_holder")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} → {self.holder}"
+
+
+class Flavour(models.Model):
+    """A named requirement an operator offers (Nova-style): a convenience, never the only way —
+    every page and the API also take a requirement written out."""
+
+    name = models.CharField(max_length=57, unique=True, validators=[TRAIT_NAME])
+    description = models.CharField(max_length=255, blank=True)
+    requirement = models.JSONField(help_text="The requirement as JSON (hosts.requirements.REQUIREMENT_SCHEMA).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from hosts.requirements import Requirement, RequirementError
+
+        try:
+            self.requirement = Requirement.from_json(self.requirement).to_json()
+        except RequirementError as exc:
+            raise ValidationError({"requirement": exc.message}) from exc
+
+    def get_requirement(self):
+        from hosts.requirements import Requirement
+
+        return Requirement.from_json(self.requirement)

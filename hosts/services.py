@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the mapping from a BareMetalHost to the columns changes: every host is then
 # rewritten once by the next sync (the resourceVersion shortcut does not apply).
-SYNC_VERSION = "2"
+SYNC_VERSION = "3"
 # Advisory locks of the inventory: (class, id) pairs, apart from the lab's single-key lock.
 LOCK_CLASS = 0x7EA9
 LOCK_MIRROR = 1  # transaction-scoped, held by every hosts_sync
@@ -134,6 +134,7 @@ _LOAD_FIELDS = (
     "traits",
     "cost_override",
     "cost_per_hour",
+    "hardware_class",
 )
 _STATUS_FIELDS = {"provisioning_state", "operational_status", "error_type", "powered_on"}
 _MAX_LENGTH = {
