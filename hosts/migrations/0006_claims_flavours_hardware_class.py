@@ -7,45 +7,86 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0005_host_list_indexes'),
+        ("hosts", "0005_host_list_indexes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Flavour',
+            name="Flavour",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=57, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9]([a-z0-9-]{0,55}[a-z0-9])?$', "Lowercase letters, digits and '-', starting and ending with a letter or digit, at most 57 characters.")])),
-                ('description', models.CharField(blank=True, max_length=255)),
-                ('requirement', models.JSONField(help_text='The requirement as JSON (hosts.requirements.REQUIREMENT_SCHEMA).')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=57,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9]([a-z0-9-]{0,55}[a-z0-9])?$",
+                                "Lowercase letters, digits and '-', starting and ending with a letter or digit, at most 57 characters.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=255)),
+                (
+                    "requirement",
+                    models.JSONField(help_text="The requirement as JSON (hosts.requirements.REQUIREMENT_SCHEMA)."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='host',
-            name='hardware_class',
-            field=models.CharField(blank=True, db_index=True, editable=False, help_text='A digest of what requirements can see of the hardware: hosts with equal classes meet the same hardware requirements (selection checks one of each).', max_length=40),
+            model_name="host",
+            name="hardware_class",
+            field=models.CharField(
+                blank=True,
+                db_index=True,
+                editable=False,
+                help_text="A digest of what requirements can see of the hardware: hosts with equal classes meet the same hardware requirements (selection checks one of each).",
+                max_length=40,
+            ),
         ),
         migrations.CreateModel(
-            name='HostClaim',
+            name="HostClaim",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('holder', models.CharField(help_text='Who holds it, e.g. pool:42 (later issues link it).', max_length=200)),
-                ('tenant', models.CharField(blank=True, max_length=63)),
-                ('claimed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('released_at', models.DateTimeField(blank=True, null=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='claims', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "holder",
+                    models.CharField(help_text="Who holds it, e.g. pool:42 (later issues link it).", max_length=200),
+                ),
+                ("tenant", models.CharField(blank=True, max_length=63)),
+                ("claimed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("released_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="claims", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-claimed_at', 'id'],
-                'indexes': [models.Index(condition=models.Q(('released_at__isnull', True)), fields=['holder'], name='hostclaim_active_holder')],
-                'constraints': [models.UniqueConstraint(models.F('host'), condition=models.Q(('released_at__isnull', True)), name='hostclaim_one_active_per_host', violation_error_message='The host is already claimed.')],
+                "ordering": ["-claimed_at", "id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("released_at__isnull", True)),
+                        fields=["holder"],
+                        name="hostclaim_active_holder",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        models.F("host"),
+                        condition=models.Q(("released_at__isnull", True)),
+                        name="hostclaim_one_active_per_host",
+                        violation_error_message="The host is already claimed.",
+                    )
+                ],
             },
         ),
     ]
