@@ -379,3 +379,79 @@ class FleetSettingsAdmin(admin.ModelAdmin):
         curation.fleet_settings_update(
             topology_levels=obj.topology_levels, cost_model=obj.cost_model, cost_unit=obj.cost_unit, actor=request.user
         )
+
+
+# --------------------------------------------------------------------------- flavours (#5)
+
+from hosts.flavours import flavour_delete, flavour_save  # noqa: E402 (appended section)
+from hosts.models import Flavour  # noqa: E402
+from hosts.requirements import Requirement, RequirementError  # noqa: E402
+
+
+class FlavourForm(forms.ModelForm):
+    """The requirement is written as compact text and stored as JSON."""
+
+    requirement_text = forms.CharField(
+        label="Requirement",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "style": "font-family: monospace"}),
+        help_text="Compact text, e.g. cores>=64,ram>=512Gi,gpu:nvidia-a100>=4,disk:nvme>=2T,nic>=25,arch=x86_64,"
+        "trait,!trait,a|b. Empty: any host.",
+    )
+
+    class Meta:
+        model = Flavour
+        fields = ("name", "description")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.requirement is None:  # a new flavour: valid until the text says otherwise
+            self.instance.requirement = {}
+        if self.instance.pk and not self.is_bound:
+            try:
+                self.initial["requirement_text"] = Requirement.from_json(self.instance.requirement).to_compact()
+            except RequirementError:
+                self.initial["requirement_text"] = ""
+
+    def clean_requirement_text(self) -> str:
+        text = self.cleaned_data["requirement_text"]
+        try:
+            requirement = Requirement.parse(text)
+        except RequirementError as exc:
+            where = f" (at character {exc.position + 1})" if exc.position is not None else ""
+            raise ValidationError(
+                format_html(
+                    '{}{}<pre style="margin:.25rem 0 0;font-family:monospace;white-space:pre">{}</pre>',
+                    exc.message,
+                    where,
+                    exc.pointer(),
+                )
+            ) from exc
+        self.requirement = requirement
+        self.instance.requirement = requirement.to_json()  # the model's clean() checks it too
+        return requirement.to_compact()
+
+
+@admin.register(Flavour)
+class FlavourAdmin(admin.ModelAdmin):
+    """Named requirements offered to tenants; saved through hosts.flavours."""
+
+    form = FlavourForm
+    list_display = ("name", "description", "requirement_described", "updated_at")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+    fields = ("name", "description", "requirement_text", "created_at", "updated_at")
+
+    @admin.display(description="requirement")
+    def requirement_described(self, flavour: Flavour) -> str:
+        try:
+            return Requirement.from_json(flavour.requirement).describe()
+        except RequirementError as exc:
+            return f"invalid: {exc.message}"
+
+    def save_model(self, request, obj, form, change):
+        flavour_save(name=obj.name, description=obj.description, requirement=form.requirement, instance=obj)
+
+    def delete_model(self, request, obj):
+        flavour_delete(obj)

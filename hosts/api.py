@@ -33,13 +33,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hosts import serializers as s
+from hosts import serializers_select as ss
+from hosts.allocator import Policy, PolicyError
 from hosts.costs import CostModel, CostModelError
 from hosts.curation import fleet_settings_update, host_action, host_update, trait_rule_delete, trait_rule_save
 from hosts.curation import trait_rule_preview as preview_rule
 from hosts.enrolment import host_enrol, hosts_import
 from hosts.filters import HostFilterSet
-from hosts.models import FleetSettings, Host, HostEnrolment, TraitRule
+from hosts.flavours import INPUTS, InputError, flavour_delete, flavour_save, requirement_from_input
+from hosts.models import Flavour, FleetSettings, Host, HostEnrolment, TraitRule
 from hosts.rules import RuleError
+from hosts.selection import hosts_select
 from teapot_portal.api import ErrorSerializer
 
 # --------------------------------------------------------------------------- plumbing
@@ -457,3 +461,128 @@ class FleetSettingsView(APIView):
         except DjangoValidationError as exc:
             raise invalid(exc) from exc
         return Response(s.FleetSettingsSerializer(fleet).data)
+
+
+# --------------------------------------------------------------------------- flavours (#5)
+
+REQUIREMENT_400 = OpenApiResponse(
+    ErrorSerializer,
+    description="Invalid input. A requirement, flavour or policy that cannot be used has details "
+    "{field, key, message, position, pointer} (RequirementProblem); other fields have a list of messages each.",
+)
+
+
+def input_error(exc: InputError) -> Response:
+    """A requirement that cannot be read, as the error shape with where the problem is."""
+    return error_response(400, "invalid", f"{exc.field}: {exc.message}", exc.to_json())
+
+
+@extend_schema_view(
+    list=extend_schema(operation_id="flavours_list", summary="Flavours: named requirements"),
+    retrieve=extend_schema(
+        operation_id="flavour_retrieve", summary="One flavour", responses={200: ss.FlavourSerializer, **_errors(404)}
+    ),
+    create=extend_schema(
+        operation_id="flavour_create",
+        summary="Add a flavour",
+        description="The requirement as JSON (requirement) or compact text (requirement_text): exactly one.",
+        responses={201: ss.FlavourSerializer, 400: REQUIREMENT_400, **_errors(403)},
+    ),
+    update=extend_schema(
+        operation_id="flavour_replace",
+        summary="Replace a flavour",
+        responses={200: ss.FlavourSerializer, 400: REQUIREMENT_400, **_errors(403, 404)},
+    ),
+    partial_update=extend_schema(
+        operation_id="flavour_update",
+        summary="Change a flavour",
+        responses={200: ss.FlavourSerializer, 400: REQUIREMENT_400, **_errors(403, 404)},
+    ),
+    destroy=extend_schema(
+        operation_id="flavour_delete", summary="Delete a flavour", responses={204: None, **_errors(403, 404)}
+    ),
+)
+class FlavourViewSet(viewsets.ModelViewSet):
+    """Named requirements (Nova-style): read by everyone, written by operators. A convenience —
+    every endpoint that takes a flavour also takes the requirement written out."""
+
+    queryset = Flavour.objects.all()
+    serializer_class = ss.FlavourSerializer
+    permission_classes = [permissions.IsAuthenticated, IsOperatorOrReadOnly]
+    filter_backends: list = []
+    lookup_field = "name"
+    lookup_value_regex = NAME_IN_URL
+
+    def _save(self, request, instance: Flavour | None, *, partial: bool) -> Flavour | Response:
+        body = self.get_serializer(instance, data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        given = {name: values[name] for name in ("requirement", "requirement_text") if name in values}
+        if given or not partial:
+            try:
+                requirement = requirement_from_input(**given)
+            except InputError as exc:
+                return input_error(exc)
+        else:
+            requirement = instance.get_requirement()
+        try:
+            return flavour_save(
+                name=values.get("name", instance.name if instance else ""),
+                description=values.get("description", instance.description if instance else ""),
+                requirement=requirement,
+                instance=instance,
+            )
+        except DjangoValidationError as exc:
+            raise invalid(exc) from exc
+
+    def create(self, request):
+        flavour = self._save(request, None, partial=False)
+        if isinstance(flavour, Response):
+            return flavour
+        return Response(self.get_serializer(flavour).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, name: str, partial: bool = False):
+        flavour = self._save(request, self.get_object(), partial=partial)
+        if isinstance(flavour, Response):
+            return flavour
+        return Response(self.get_serializer(flavour).data)
+
+    def destroy(self, request, name: str):
+        flavour_delete(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------- what would I get? (#5)
+
+
+class SelectPreviewView(APIView):
+    """The cheapest feasible set of hosts now, or why there is none — nothing is claimed. For
+    everyone signed in: host names, costs, locations and hand-off, never BMCs or allocations."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(
+        operation_id="hosts_select_preview",
+        summary="What would I get?",
+        description="Exactly one of requirement (JSON), requirement_text (compact) and flavour (a name); "
+        "count hosts under policy. Answers with the hosts that would be chosen now and their cost, or "
+        "the explanation (none_match, not_enough, not_enough_free, unplaced, spread, together).",
+        request=ss.SelectPreviewSerializer,
+        responses={200: ss.SelectionSerializer, 400: REQUIREMENT_400},
+    )
+    def post(self, request):
+        body = ss.SelectPreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        fleet = FleetSettings.load()
+        levels = list(fleet.topology_levels)
+        try:
+            requirement = requirement_from_input(**{name: data.get(name) for name in INPUTS})
+        except InputError as exc:
+            return input_error(exc)
+        try:
+            policy = Policy.from_json(data["policy"], levels)
+        except PolicyError as exc:
+            return input_error(InputError("policy", str(exc)))
+        selection = hosts_select(requirement, data["count"], policy, levels=levels)
+        return Response(ss.SelectionSerializer(ss.selection_data(selection, fleet.cost_unit)).data)

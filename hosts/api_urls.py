@@ -18,3 +18,12 @@ urlpatterns = [
     path("fleet-settings/", api.FleetSettingsView.as_view(), name="fleet-settings"),
     *router.urls,
 ]
+
+# Flavours and "What would I get?" (#5). The preview goes first: hosts/{name}/ would take it.
+flavour_router = SimpleRouter()
+flavour_router.register("flavours", api.FlavourViewSet, basename="flavour")
+urlpatterns = [
+    path("hosts/select-preview/", api.SelectPreviewView.as_view(), name="hosts-select-preview"),
+    *urlpatterns,
+    *flavour_router.urls,
+]

@@ -19,6 +19,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("tenants.urls")),
     path("hosts/", include("hosts.urls")),
+    path("select/", include("hosts.urls_select")),
     path("api/v1/", include((api_v1, "api"))),
 ]
 
