@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export DEBUG ?= 1
 export TEAPOT_DEMO ?= 1
 
-.PHONY: run test lint format venv clean vendor check-deploy bench
+.PHONY: run test lint format venv clean vendor check-deploy bench bench-selection
 
 venv: $(VENV)/.installed
 
@@ -24,8 +24,13 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmarks (not part of make test): figures and baselines printed, nothing asserted.
+# BENCH_ARGS go to the inventory benchmark, BENCH_SELECTION_ARGS to the selection one (e.g. --quick).
 bench: venv
 	$(PY) bench/inventory.py $(BENCH_ARGS)
+	$(PY) bench/selection.py $(BENCH_SELECTION_ARGS)
+
+bench-selection: venv
+	$(PY) bench/selection.py $(BENCH_SELECTION_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

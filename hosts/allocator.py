@@ -91,7 +91,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from hosts.topology import label
 
@@ -104,9 +104,11 @@ class PolicyError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A host the requirement matches and that is free (now, or over the booking's window)."""
+class Candidate(NamedTuple):
+    """A host the requirement matches and that is free (now, or over the booking's window).
+
+    A named tuple rather than a frozen dataclass: thousands are built per selection, and a
+    tuple is several times cheaper to make."""
 
     id: int
     name: str

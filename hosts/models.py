@@ -178,6 +178,8 @@ class Host(models.Model):
             models.Index(fields=["retired_at"], name="host_retired_at"),
             models.Index(fields=["maintenance"], condition=Q(maintenance=True), name="host_maintenance"),
             GinIndex(fields=["traits"], name="host_traits"),
+            # Selection's prefilter for accelerators: accelerators @> '[{"type": "nvidia-a100"}]'.
+            GinIndex(fields=["accelerators"], name="host_accelerators", opclasses=["jsonb_path_ops"]),
             # The host list's page queries: ORDER BY name (or cost), id LIMIT 50 over active hosts.
             models.Index(fields=["cost_per_hour", "id"], condition=Q(retired_at__isnull=True), name="host_active_cost"),
             models.Index(fields=["name", "id"], condition=Q(retired_at__isnull=True), name="host_active_name"),

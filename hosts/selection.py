@@ -2,13 +2,15 @@
 
 :func:`hosts_select` answers "what would I get?" without taking anything:
 
-1. **Hardware classes.** Hosts with the same ``hardware_class`` (a digest of everything a
+1. **One scan.** The requirement's SQL prefilter (:meth:`Requirement.to_q`, exact for traits,
+   cores, RAM, disk type, NIC speed and architecture) selects the active hosts; one ``GROUP BY``
+   hardware class, free-or-why-not, cost, hand-off time and location returns each group's size
+   and ids. The allocator (:func:`hosts.allocator.allocate_groups`) sees a few hundred groups,
+   never ten thousand hosts.
+2. **Hardware classes.** Hosts with the same ``hardware_class`` (a digest of everything a
    requirement can see of the hardware, :mod:`hosts.classify`) meet the same hardware clauses,
-   so the exact checks (disk capacity per type, accelerator counts) run once per class on one
-   representative — a few dozen hosts, not ten thousand. Trait clauses are exact in SQL.
-2. **Groups in SQL.** The free matching hosts are grouped by cost, hand-off time and location
-   with a ``GROUP BY`` returning each group's size and its first k ids: the allocator
-   (:func:`hosts.allocator.allocate_groups`) never sees more than a few hundred records.
+   so the checks SQL cannot do exactly (accelerator counts, disk capacity) run once per class,
+   on one host of it.
 3. **Why not.** Matching hosts that are not free are counted by reason (in use, maintenance,
    error, not ready) for the explanation; when nothing matches at all, each clause is checked
    on its own to name the one no host meets ("no host has ≥ 2 TiB RAM").
@@ -31,9 +33,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.core.exceptions import EmptyResultSet
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
+from django.db.models import Case, CharField, Count, Exists, IntegerField, OuterRef, Q, TextField, Value, When
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from hosts import handoff
@@ -71,13 +74,6 @@ def free_q() -> Q:
     ) & ~Exists(_active_claim())
 
 
-def _handoff_sql() -> str:
-    return (
-        f"CASE WHEN key_erase_capable THEN COALESCE(key_erase_seconds, {handoff.KEY_ERASE_SECONDS}) "
-        f"ELSE COALESCE(metadata_clean_seconds, {handoff.METADATA_SECONDS}) END"
-    )
-
-
 def _is_trait_clause(requirement: Requirement, key: str) -> bool:
     return key.startswith("!") or "|" in key or key in requirement.traits
 
@@ -103,14 +99,6 @@ def _representatives(queryset) -> list[tuple[Host, int]]:
         host.__dict__["hardware"] = {} if host.hardware_class in inspected else None
         out.append((host, sizes.get(host.hardware_class, 0)))
     return out
-
-
-def matching_classes(requirement: Requirement, queryset) -> list[str] | None:
-    """The hardware classes whose hosts meet the requirement's hardware clauses (None: all do)."""
-    if requirement.is_any:
-        return None
-    hardware = [c for c in requirement.clauses() if not _is_trait_clause(requirement, c.key)]
-    return [host.hardware_class for host, _ in _representatives(queryset) if all(c.test(host) for c in hardware)]
 
 
 def unmatched_reasons(requirement: Requirement) -> list[str]:
@@ -184,49 +172,127 @@ class Selection:
         }
 
 
-def _groups(queryset, k: int, levels: Sequence[str]) -> list[Group]:
-    try:
-        sql, params = queryset.values("id").query.sql_with_params()
-    except EmptyResultSet:  # e.g. no hardware class matches
-        return []
-    table = Host._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT cost_per_hour, {_handoff_sql()} AS handoff, location, COUNT(*), "  # noqa: S608 (model's table)
-            f"(array_agg(id ORDER BY id))[1:%s], (array_agg(name ORDER BY id))[1:%s] "
-            f"FROM {table} WHERE id IN ({sql}) GROUP BY 1, 2, 3",
-            [k, k, *params],
-        )
-        rows = cursor.fetchall()
-    groups = []
-    for cost, handoff_seconds, raw_location, size, ids, names in rows:
-        # Django has psycopg hand jsonb over as text (JSONField decodes it itself).
-        location = json.loads(raw_location) if isinstance(raw_location, str) else raw_location
-        path = []
-        for level in levels:
-            value = (location or {}).get(level)
-            if not value:
-                break
-            path.append(str(value))
-        path = tuple(path)
-        members = tuple(
-            Candidate(id=pk, name=name, cost=cost, handoff=handoff_seconds, path=path)
-            for pk, name in zip(ids, names, strict=True)
-        )
-        groups.append(Group(cost=cost, handoff=handoff_seconds, path=path, size=size, members=members))
-    return groups
+def _path(location: Any, levels: Sequence[str]) -> tuple[str, ...]:
+    path = []
+    for level in levels:
+        value = (location or {}).get(level)
+        if not value:
+            break
+        path.append(str(value))
+    return tuple(path)
 
 
-def _unavailable(queryset) -> dict[str, int]:
-    reason = Case(
+def _reason() -> Case:
+    """Why a matching host is or is not free, as one SQL expression (see :func:`free_q`)."""
+    return Case(
         When(Q(consumer__gt="") | Exists(_active_claim()), then=Value("in_use")),
         When(maintenance=True, then=Value("maintenance")),
         When(operational_status="error", then=Value("error")),
+        When(
+            Q(provisioning_state="available", operational_status="OK", paused=False, detached=False, deleting=False),
+            then=Value("free"),
+        ),
         default=Value("not_ready"),
         output_field=CharField(),
     )
-    counts = queryset.annotate(reason=reason).order_by().values_list("reason").annotate(n=Count("id"))
-    return {REASONS[key]: n for key, n in counts}
+
+
+def _handoff() -> Case:
+    return Case(
+        When(key_erase_capable=True, then=Coalesce("key_erase_seconds", Value(handoff.KEY_ERASE_SECONDS))),
+        default=Coalesce("metadata_clean_seconds", Value(handoff.METADATA_SECONDS)),
+        output_field=IntegerField(),
+    )
+
+
+def _needs_class_check(requirement: Requirement) -> bool:
+    """Whether :meth:`Requirement.to_q` is only a prefilter for this requirement: accelerator
+    counts and disk capacity are checked in Python, everything else is exact in SQL."""
+    return bool(requirement.accelerators) or requirement.min_disk_tb is not None
+
+
+def _class_verdicts(requirement: Requirement, representatives: dict[str, int]) -> dict[str, bool]:
+    """Whether each hardware class meets the requirement, judged on one host of the class."""
+    if not _needs_class_check(requirement):
+        return dict.fromkeys(representatives, True)
+    hosts = Host.objects.filter(pk__in=list(representatives.values())).only(
+        "id",
+        "hardware_class",
+        "traits",
+        "cpu_count",
+        "ram_mib",
+        "disks",
+        "nics",
+        "nic_max_speed_gbps",
+        "accelerators",
+        "architecture",
+    )
+    verdicts = dict.fromkeys(representatives, False)
+    for host in hosts:
+        host.__dict__["hardware"] = {}  # the prefilter only lets inspected hosts through
+        verdicts[host.hardware_class] = requirement.matches(host)
+    return verdicts
+
+
+def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[int]):
+    """One scan of the active hosts the prefilter lets through, grouped by why they are (not)
+    free, cost, hand-off, location and — when SQL cannot judge the requirement exactly — hardware
+    class: the free groups with their ids, and the others counted by reason."""
+    by_class = _needs_class_check(requirement)
+    keys = ["reason", "cost_per_hour", "handoff_seconds", "place"] + (["hardware_class"] if by_class else [])
+    queryset = (
+        Host.objects.filter(retired_at__isnull=True)
+        .filter(requirement.to_q())
+        .order_by()
+        .annotate(reason=_reason(), handoff_seconds=_handoff(), place=Cast("location", TextField()))
+        .values(*keys)
+        .annotate(size=Count("id"), ids=ArrayAgg("id"))
+    )
+    sql, params = queryset.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A hash aggregate over the few thousand rows beats sorting them by a jsonb location,
+        # which is what the planner picks for lack of statistics on the grouping expressions.
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(sql, params)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        cursor.execute("SET LOCAL enable_sort TO DEFAULT")
+    verdicts: dict[str, bool] = {}
+    if by_class:
+        representatives: dict[str, int] = {}
+        for row in rows:
+            first = min(row["ids"])
+            if first < representatives.get(row["hardware_class"], first + 1):
+                representatives[row["hardware_class"]] = first
+        verdicts = _class_verdicts(requirement, representatives)
+    paths: dict[str, tuple[str, ...]] = {}
+    groups: dict[tuple, list[int]] = {}
+    unavailable: dict[str, int] = {}
+    for row in rows:
+        if by_class and not verdicts[row["hardware_class"]]:
+            continue
+        if row["reason"] != "free":
+            reason = REASONS[row["reason"]]
+            unavailable[reason] = unavailable.get(reason, 0) + row["size"]
+            continue
+        ids = row["ids"]
+        if exclude:
+            kept = [pk for pk in ids if pk not in exclude]
+            if len(kept) < len(ids):
+                unavailable[IN_USE] = unavailable.get(IN_USE, 0) + len(ids) - len(kept)
+            ids = kept
+        if ids:
+            place = row["place"]
+            if place not in paths:
+                paths[place] = _path(json.loads(place), levels)
+            # Hosts of different classes with the same cost, hand-off and place are interchangeable.
+            groups.setdefault((row["cost_per_hour"], row["handoff_seconds"], paths[place]), []).extend(ids)
+    built = []
+    for (cost, handoff_seconds, path), ids in groups.items():
+        ids.sort()
+        members = tuple(Candidate(id=pk, name="", cost=cost, handoff=handoff_seconds, path=path) for pk in ids[:k])
+        built.append(Group(cost=cost, handoff=handoff_seconds, path=path, size=len(ids), members=members))
+    return built, unavailable
 
 
 def hosts_select(
@@ -238,23 +304,13 @@ def hosts_select(
     exclude: Iterable[int] = (),
 ) -> Selection:
     """The cheapest ``count`` free hosts meeting ``requirement`` under ``policy`` — nothing is
-    claimed. ``exclude``: host ids to leave out (the claim's retries)."""
+    claimed. ``exclude``: host ids to leave out (the claim's retries count them as in use)."""
     if count < 1:
         raise ValueError("ask for at least one host")
     levels = list(levels if levels is not None else FleetSettings.load().topology_levels)
     policy = (policy or Policy()).validate(levels)
-    active = Host.objects.filter(retired_at__isnull=True).filter(requirement.to_q())
-    classes = matching_classes(requirement, active)
-    matching = active if classes is None else active.filter(hardware_class__in=classes)
-    free = matching.filter(free_q())
-    exclude = list(exclude)
-    if exclude:
-        free = free.exclude(pk__in=exclude)
-    groups = _groups(free, count, levels)
+    groups, unavailable = _scan(requirement, count, levels, set(exclude))
     free_count = sum(g.size for g in groups)
-    unavailable = _unavailable(matching.exclude(free_q()))
-    if exclude:
-        unavailable[IN_USE] = unavailable.get(IN_USE, 0) + len(exclude)
     reasons = unmatched_reasons(requirement) if not free_count and not unavailable else []
     allocation = allocate_groups(
         groups,
@@ -265,10 +321,11 @@ def hosts_select(
         unavailable=unavailable,
         unmatched_reasons=reasons,
     )
+    names = dict(Host.objects.filter(pk__in=[c.id for c in allocation.chosen]).values_list("id", "name"))
     hosts = [
         {
             "id": c.id,
-            "name": c.name,
+            "name": names.get(c.id, ""),
             "cost_per_hour": str(c.cost),
             "handoff_seconds": c.handoff,
             "location": dict(zip(levels, c.path, strict=False)),
