@@ -135,6 +135,7 @@ def hosts_classify(
     from hosts.services import _bulk_update  # the linear UPDATE … FROM jsonb_to_recordset
 
     classifier = classifier or Classifier.current()
+    whole_fleet = hosts is None and host_ids is None
     if hosts is None:
         queryset = Host.objects.filter(retired_at__isnull=True).only(*CLASSIFY_FIELDS)
         if host_ids is not None:
@@ -163,7 +164,9 @@ def hosts_classify(
     if changed:
         with transaction.atomic(savepoint=False):
             _bulk_update(changed, ("rule_traits", "traits", "cost_per_hour", "hardware_class", "classified_at"))
-        log.info("classified hosts", extra={"changed": len(changed)})
+        # A whole-fleet reclassification (a rule or the cost model changed) is news; the sync's
+        # host-by-host classification is not.
+        log.log(logging.INFO if whole_fleet else logging.DEBUG, "classified hosts", extra={"changed": len(changed)})
     return len(changed)
 
 
