@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts import topology
-from hosts.classify import host_facts, hosts_classify, reclassify_after_commit
+from hosts.classify import CLASSIFY_FIELDS, host_facts, hosts_classify, reclassify_after_commit
 from hosts.costs import CostModel, CostModelError
 from hosts.models import TRAIT_NAME, FleetSettings, Host, HostStateChange, TraitRule
 from hosts.rules import RuleError, compile_rule
@@ -307,21 +307,7 @@ def trait_rule_preview(text: str, *, sample: int = 8) -> dict:
     """How many active hosts a rule matches now, and a few of their names (no save)."""
     rule = compile_rule(text)
     hosts = Host.objects.filter(retired_at__isnull=True, hardware__isnull=False).only(
-        "id",
-        "name",
-        "cpu_count",
-        "cpu_mhz",
-        "cpu_model",
-        "cpu_flags",
-        "architecture",
-        "ram_mib",
-        "disks",
-        "nics",
-        "accelerators",
-        "system_vendor",
-        "system_product",
-        "key_erase_capable",
-        "hardware",
+        "name", "hardware", *CLASSIFY_FIELDS
     )
     names, count, total = [], 0, 0
     for host in hosts.iterator(chunk_size=2000):

@@ -85,6 +85,26 @@ def alice_client(client, alice):
     return client
 
 
+def api_client(user=None):
+    """A DRF test client, authenticated as ``user`` when given (force_authenticate)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def olga_api(olga):
+    return api_client(olga)
+
+
+@pytest.fixture
+def alice_api(alice):
+    return api_client(alice)
+
+
 @pytest.fixture
 def olga_client(client, olga):
     client.force_login(olga)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from rest_framework.test import APIClient
 
 from hosts.models import Flavour
 from tests.test_host_api import _resolve
@@ -15,23 +14,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/flavours/"
 A100_JSON = {"min_cores": 64, "accelerators": [{"type": "nvidia-a100", "count": 4}]}
 A100_TEXT = "cores>=64,gpu:nvidia-a100>=4"
-
-
-def _api(user=None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def olga_api(olga):
-    return _api(olga)
-
-
-@pytest.fixture
-def alice_api(alice):
-    return _api(alice)
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from hosts.enrolment import host_enrolment_apply
 from hosts.models import FleetSettings, Host, HostEnrolment, HostStateChange, TraitRule
-from tests.conftest import run_manage
+from tests.conftest import api_client, run_manage
 from tests.inventory import PASSWORD, make_fleet
 from tests.test_api import _resolve as _resolve_refs
 
@@ -40,23 +39,6 @@ FORBIDDEN_FOR_TENANTS = {
     "cost_lines",
 }
 HEADER = "name,bmc_address,bmc_username,bmc_password,boot_mac,site,room,row,rack,key_erase\n"
-
-
-def _client(user=None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def olga_api(olga):
-    return _client(olga)
-
-
-@pytest.fixture
-def alice_api(alice):
-    return _client(alice)
 
 
 @pytest.fixture
@@ -233,7 +215,7 @@ def test_detail_of_a_retired_host(alice_api, fleet):
 
 
 def test_anonymous_is_refused_and_hosts_cannot_be_replaced_or_deleted(olga_api, fleet):
-    assert _client().get("/api/v1/hosts/").status_code in (401, 403)
+    assert api_client().get("/api/v1/hosts/").status_code in (401, 403)
     assert olga_api.put("/api/v1/hosts/h00000/", {}, format="json").status_code == 405
     assert olga_api.delete("/api/v1/hosts/h00000/").status_code == 405
 
@@ -557,7 +539,7 @@ def _list_queries(client) -> int:
 
 @pytest.mark.parametrize("who", ["alice", "olga"])
 def test_host_list_queries_do_not_grow_with_the_fleet(who, request):
-    client = _client(request.getfixturevalue(who))
+    client = api_client(request.getfixturevalue(who))
     make_fleet(10, prefix="a")
     at_10 = _list_queries(client)
     make_fleet(990, prefix="b")
@@ -664,7 +646,7 @@ def test_host_responses_match_the_schema(alice_client, olga, fleet):
     components = schema["components"]["schemas"]
     paginated = _resolve(components["PaginatedHostList"], components)
     jsonschema.validate(alice_client.get("/api/v1/hosts/").json(), paginated)
-    operator = _client(olga)
+    operator = api_client(olga)
     jsonschema.validate(operator.get("/api/v1/hosts/").json(), paginated)
     jsonschema.validate(operator.get("/api/v1/hosts/h00003/").json(), _resolve(components["HostOperator"], components))
     history = _resolve(components["PaginatedHostStateChangeList"], components)

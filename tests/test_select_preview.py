@@ -14,9 +14,9 @@ import pytest
 import yaml
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from hosts.models import Flavour, HostClaim
+from tests.conftest import api_client
 from tests.inventory import make_fleet
 from tests.test_host_api import _resolve
 from tests.test_selection import gpu_fleet
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/hosts/select-preview/"
 A100 = "gpu:nvidia-a100>=8"
 NOT_READY = "not ready yet (registering, inspecting or being provisioned)"
-
-
-def _api(user=None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def alice_api(alice):
-    return _api(alice)
 
 
 @pytest.fixture
@@ -125,7 +113,7 @@ def test_tenant_members_never_see_ids_bmcs_or_allocations(alice_api, fleet):
 
 def test_operators_get_the_same_answer(olga, alice_api, fleet):
     body = {"requirement_text": A100, "count": 3}
-    assert _preview(_api(olga), **body).json() == _preview(alice_api, **body).json()
+    assert _preview(api_client(olga), **body).json() == _preview(alice_api, **body).json()
 
 
 # --------------------------------------------------------------------------- the API: refusals
