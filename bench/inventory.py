@@ -29,12 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teapot_portal.settings")
-os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("TEAPOT_EMBEDDED_AUTOSTART", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import p95, throwaway_database
 
 
 def _records(size: int, rv: int, state: str = "available"):
@@ -132,7 +128,7 @@ def bench_lists(size: int, repeat: int) -> list[tuple]:
                 response = client.get(url)
                 times.append(time.perf_counter() - started)
             queries, status = len(captured.captured_queries), response.status_code
-        rows.append((label, statistics.median(times), queries, f"HTTP {status}, p95 {_p95(times) * 1000:.0f} ms"))
+        rows.append((label, statistics.median(times), queries, f"HTTP {status}, p95 {p95(times) * 1000:.0f} ms"))
 
     def naive():
         hosts = [h for h in Host.objects.all() if h.retired_at is None and "nvme" in h.traits]
@@ -149,11 +145,6 @@ def bench_lists(size: int, repeat: int) -> list[tuple]:
     return rows
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=10_000)
@@ -161,23 +152,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15, help="requests per list case (median and p95 reported)")
     args = parser.parse_args()
 
-    from teapot_portal import embedded
-
-    owned = embedded.ensure() if not os.environ.get("DATABASE_URL") else []
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-    from django.test.utils import setup_test_environment
-
-    setup_test_environment()
-    settings.DEBUG = False
-    old_name = connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{old_name}_bench"  # never the tests' database
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    pg_version = connection.pg_version // 10000
-    try:
+    with throwaway_database("bench") as pg_version:
         from hosts.classify import hosts_classify
         from hosts.models import Host
         from hosts.services import _bulk_update
@@ -195,11 +170,6 @@ def main() -> int:
         gc.collect()  # the sync's garbage is not a web worker's: measure requests on a clean heap
         list_rows = bench_lists(args.hosts, args.repeat)
         total = time.perf_counter() - started
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        if owned:
-            connection.close()
-            embedded.release(owned)
 
     print(
         f"\nTeapot inventory benchmark — {args.hosts:,} hosts, PostgreSQL {pg_version}, "

@@ -54,12 +54,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teapot_portal.settings")
-os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("TEAPOT_EMBEDDED_AUTOSTART", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import p95, throwaway_database
 
 LEVELS = ("site", "room", "row", "rack")
 SITES, ROOMS, ROWS = ("dc1", "dc2"), ("a", "b"), 5
@@ -290,11 +286,6 @@ class Case:
         return "ok, same cost"
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def _cap(policy) -> int | None:
     if policy.max_per_bucket is not None:
         return policy.max_per_bucket
@@ -376,7 +367,7 @@ def run_case(size: int, text: str, k: int, name: str, policy, repeat: int, base_
         k=k,
         policy=name,
         p50=statistics.median(times) * 1000,
-        p95=_p95(times) * 1000,
+        p95=p95(times) * 1000,
         queries=len(captured.captured_queries),
         groups=selection.allocation.groups,
         feasible=selection.feasible,
@@ -507,30 +498,14 @@ def main() -> int:
     if args.quick:
         sizes, repeat, base_repeat = [1_000], 5, 2
 
-    from teapot_portal import embedded
-
-    owned = embedded.ensure() if not os.environ.get("DATABASE_URL") else []
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-    from django.test.utils import setup_test_environment
-
-    setup_test_environment()
-    settings.DEBUG = False
-    old_name = connection.settings_dict["NAME"]
-    # Never the tests' database, nor the inventory benchmark's.
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{old_name}_bench_selection"
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    pg_version = connection.pg_version // 10000
     cases: list[Case] = []
     fleets: list[tuple[int, dict, list[str]]] = []
     profile_lines: list[str] = []
-    started = time.perf_counter()
-    try:
+    # Never the tests' database, nor the inventory benchmark's.
+    with throwaway_database("bench_selection") as pg_version:
         from tests.inventory import ensure_rules
 
+        started = time.perf_counter()
         ensure_rules()
         named = policies()
         for size in sizes:
@@ -548,11 +523,6 @@ def main() -> int:
             if args.profile and size == max(sizes):
                 profile_lines = profile_target(size, repeat)
         total = time.perf_counter() - started
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        if owned:
-            connection.close()
-            embedded.release(owned)
 
     print(
         f"\nTeapot host-selection benchmark — fleets of {', '.join(f'{s:,}' for s in sizes)} hosts, "
