@@ -320,9 +320,12 @@ class TraitRuleAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)  # deleting goes through the service (reclassifies)
         return actions
 
-    @admin.display(description="hosts with the trait")
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_host_counts()
+
+    @admin.display(description="hosts with the trait", ordering="host_count")
     def hosts(self, rule: TraitRule) -> int:
-        return Host.objects.filter(retired_at__isnull=True, traits__contains=[rule.name]).count()
+        return rule.host_count
 
     def save_model(self, request, obj, form, change):
         curation.trait_rule_save(

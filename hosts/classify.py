@@ -33,6 +33,9 @@ from hosts.rules import Rule, RuleError, compile_rule, facts_from_hardware
 
 log = logging.getLogger(__name__)
 
+# The host's own inputs and outputs of classification, besides its hardware.
+CLASSIFIED_FIELDS = ("manual_traits", "rule_traits", "traits", "cost_override", "cost_per_hour", "hardware_class")
+# Everything classification reads and writes.
 CLASSIFY_FIELDS = (
     "id",
     "cpu_count",
@@ -49,12 +52,7 @@ CLASSIFY_FIELDS = (
     "key_erase_capable",
     "hardware",
     "disk_total_bytes",
-    "manual_traits",
-    "rule_traits",
-    "traits",
-    "cost_override",
-    "cost_per_hour",
-    "hardware_class",
+    *CLASSIFIED_FIELDS,
 )
 
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 from hosts import topology
 from hosts.classify import CLASSIFY_FIELDS, host_facts, hosts_classify, reclassify_after_commit
 from hosts.costs import CostModel, CostModelError
+from hosts.enrolment import topology_levels
 from hosts.models import TRAIT_NAME, FleetSettings, Host, HostStateChange, TraitRule
 from hosts.rules import RuleError, compile_rule
 
@@ -57,10 +58,6 @@ def _clean_traits(traits: Iterable[str]) -> list[str]:
         except ValidationError as exc:
             raise ValidationError({"manual_traits": f"{trait!r}: {exc.messages[0]}"}) from exc
     return cleaned
-
-
-def topology_levels() -> list[str]:
-    return list(FleetSettings.load().topology_levels)
 
 
 # --------------------------------------------------------------------------- host fields

@@ -22,7 +22,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hosts import handoff
@@ -357,6 +358,20 @@ class FleetSettings(models.Model):
         return CostModel.from_dict(self.cost_model or {})
 
 
+class TraitRuleQuerySet(models.QuerySet):
+    def with_host_counts(self) -> TraitRuleQuerySet:
+        """Each rule with ``host_count``: active hosts carrying its trait (one correlated count,
+        served by the GIN index on traits)."""
+        carrying = (
+            Host.objects.filter(retired_at__isnull=True, traits__contains=[OuterRef("name")])
+            .order_by()
+            .values("retired_at")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return self.annotate(host_count=Coalesce(Subquery(carrying, output_field=IntegerField()), Value(0)))
+
+
 class TraitRule(models.Model):
     """An automatic trait, like a MAAS tag with a definition: hosts whose hardware matches the
     rule (:mod:`hosts.rules`) carry the trait. Saving or deleting a rule reclassifies the fleet."""
@@ -367,6 +382,8 @@ class TraitRule(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TraitRuleQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

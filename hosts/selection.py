@@ -56,22 +56,23 @@ REASONS = {
 }
 
 
+# What the BareMetalHost must say for its host to be handed out (besides no consumer).
+READY = {
+    "provisioning_state": "available",
+    "operational_status": "OK",
+    "paused": False,
+    "detached": False,
+    "deleting": False,
+}
+
+
 def _active_claim():
     return HostClaim.objects.filter(host=OuterRef("pk"), released_at__isnull=True)
 
 
 def free_q() -> Q:
     """Hosts that can be handed out now (see the module docstring)."""
-    return Q(
-        retired_at__isnull=True,
-        maintenance=False,
-        provisioning_state="available",
-        operational_status="OK",
-        consumer="",
-        paused=False,
-        detached=False,
-        deleting=False,
-    ) & ~Exists(_active_claim())
+    return Q(retired_at__isnull=True, maintenance=False, consumer="", **READY) & ~Exists(_active_claim())
 
 
 def _is_trait_clause(requirement: Requirement, key: str) -> bool:
@@ -188,10 +189,7 @@ def _reason() -> Case:
         When(Q(consumer__gt="") | Exists(_active_claim()), then=Value("in_use")),
         When(maintenance=True, then=Value("maintenance")),
         When(operational_status="error", then=Value("error")),
-        When(
-            Q(provisioning_state="available", operational_status="OK", paused=False, detached=False, deleting=False),
-            then=Value("free"),
-        ),
+        When(Q(**READY), then=Value("free")),
         default=Value("not_ready"),
         output_field=CharField(),
     )

@@ -52,7 +52,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from hosts import hardware as hw
-from hosts.classify import hosts_classify
+from hosts.classify import CLASSIFIED_FIELDS, hosts_classify
 from hosts.models import RETIRED, TRACKED_FIELDS, Host, HostStateChange, SyncCursor
 from teapot_portal.gateway.base import Gateway, HostRecord, Invalid, WatchEvent
 
@@ -129,12 +129,7 @@ _LOAD_FIELDS = (
     "key_erase_capable",
     *TRACKED_FIELDS,
     # What classification needs besides the hardware (which a full update brings): no reload.
-    "manual_traits",
-    "rule_traits",
-    "traits",
-    "cost_override",
-    "cost_per_hour",
-    "hardware_class",
+    *CLASSIFIED_FIELDS,
 )
 _STATUS_FIELDS = {"provisioning_state", "operational_status", "error_type", "powered_on"}
 _MAX_LENGTH = {

@@ -267,16 +267,8 @@ def _rule_reference() -> dict:
 @operator_required
 @require_GET
 def rule_list(request: HttpRequest) -> HttpResponse:
-    trait_rules = list(TraitRule.objects.all())
+    trait_rules = list(TraitRule.objects.with_host_counts())
     active = Host.objects.filter(retired_at__isnull=True)
-    # One aggregate for every rule's count (the GIN index serves traits @> ARRAY[…]).
-    carried = (
-        active.aggregate(**{f"rule_{r.pk}": Count("id", filter=Q(traits__contains=[r.name])) for r in trait_rules})
-        if trait_rules
-        else {}
-    )
-    for rule in trait_rules:
-        rule.host_count = carried.get(f"rule_{rule.pk}", 0)
     manual = Counter(
         trait for traits in active.exclude(manual_traits=[]).values_list("manual_traits", flat=True) for trait in traits
     )
