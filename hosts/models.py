@@ -392,14 +392,9 @@ class TraitRule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
+        from hosts.curation import trait_rule_check
 
-        from hosts.rules import RuleError, compile_rule
-
-        try:
-            compile_rule(self.rule)
-        except RuleError as exc:
-            raise ValidationError({"rule": f"{exc.message} (at character {exc.position + 1})"}) from exc
+        trait_rule_check(self.rule)
 
 
 class HostClaim(models.Model):
