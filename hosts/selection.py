@@ -31,11 +31,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, CharField, Count, Exists, IntegerField, OuterRef, Q, TextField, Value, When
+from django.db.models import Case, CharField, Count, Exists, IntegerField, Min, OuterRef, Q, TextField, Value, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
@@ -173,20 +174,27 @@ class Selection:
         }
 
 
-def _path(location: Any, levels: Sequence[str]) -> tuple[str, ...]:
+@lru_cache(maxsize=4096)
+def _path(place: str, levels: tuple[str, ...]) -> tuple[str, ...]:
+    """A location (as JSON text) as its values along ``levels``, up to the first it lacks."""
+    location = json.loads(place) if place else {}
     path = []
     for level in levels:
-        value = (location or {}).get(level)
+        value = location.get(level) if isinstance(location, dict) else None
         if not value:
             break
         path.append(str(value))
     return tuple(path)
 
 
-def _reason() -> Case:
-    """Why a matching host is or is not free, as one SQL expression (see :func:`free_q`)."""
+def _reason(exclude: Sequence[int] = ()) -> Case:
+    """Why a matching host is or is not free, as one SQL expression (see :func:`free_q`); hosts
+    in ``exclude`` count as in use."""
+    in_use = Q(consumer__gt="") | Exists(_active_claim())
+    if exclude:
+        in_use |= Q(pk__in=list(exclude))
     return Case(
-        When(Q(consumer__gt="") | Exists(_active_claim()), then=Value("in_use")),
+        When(in_use, then=Value("in_use")),
         When(maintenance=True, then=Value("maintenance")),
         When(operational_status="error", then=Value("error")),
         When(Q(**READY), then=Value("free")),
@@ -232,39 +240,70 @@ def _class_verdicts(requirement: Requirement, representatives: dict[str, int]) -
     return verdicts
 
 
-def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[int]):
-    """One scan of the active hosts the prefilter lets through, grouped by why they are (not)
-    free, cost, hand-off, location and — when SQL cannot judge the requirement exactly — hardware
-    class: the free groups with their ids, and the others counted by reason."""
-    by_class = _needs_class_check(requirement)
+class _Members(Sequence):
+    """A group's first members, made into candidates only when the allocator takes them: a
+    broad requirement has hundreds of groups, and it takes from a few."""
+
+    __slots__ = ("cost", "handoff", "ids", "path")
+
+    def __init__(self, ids: list[int], cost: Decimal, handoff: int, path: tuple[str, ...]):
+        self.ids, self.cost, self.handoff, self.path = ids, cost, handoff, path
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self._candidate(pk) for pk in self.ids[index])
+        return self._candidate(self.ids[index])
+
+    def _candidate(self, pk: int) -> Candidate:
+        return Candidate(id=pk, name="", cost=self.cost, handoff=self.handoff, path=self.path)
+
+
+@lru_cache(maxsize=256)
+def _scan_sql(requirement: Requirement, by_class: bool, exclude: tuple[int, ...]) -> tuple[str, tuple]:
+    """The scan's SQL, built once per requirement: building it through the ORM costs more than
+    PostgreSQL takes to run it on a narrow requirement."""
     keys = ["reason", "cost_per_hour", "handoff_seconds", "place"] + (["hardware_class"] if by_class else [])
     queryset = (
         Host.objects.filter(retired_at__isnull=True)
         .filter(requirement.to_q())
         .order_by()
-        .annotate(reason=_reason(), handoff_seconds=_handoff(), place=Cast("location", TextField()))
+        .annotate(reason=_reason(exclude), handoff_seconds=_handoff(), place=Cast("location", TextField()))
         .values(*keys)
-        .annotate(size=Count("id"), ids=ArrayAgg("id"))
+        .annotate(size=Count("id"), first=Min("id"), ids=ArrayAgg("id"))
     )
     sql, params = queryset.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[int]):
+    """One scan of the active hosts the prefilter lets through, grouped by why they are (not)
+    free, cost, hand-off, location and — when SQL cannot judge the requirement exactly —
+    hardware class: the free groups with their first k ids, and the others counted by reason."""
+    by_class = _needs_class_check(requirement)
+    levels = tuple(levels)
+    sql, params = _scan_sql(requirement, by_class, tuple(sorted(exclude)))
     with transaction.atomic(), connection.cursor() as cursor:
         # A hash aggregate over the few thousand rows beats sorting them by a jsonb location,
-        # which is what the planner picks for lack of statistics on the grouping expressions.
-        cursor.execute("SET LOCAL enable_sort = off")
+        # which the planner picks for lack of statistics on the grouping expressions; and it fits
+        # in memory, which the planner doubts for the same reason (and would spill to disk).
+        cursor.execute("SET LOCAL enable_sort = off; SET LOCAL work_mem = '32MB'")
         cursor.execute(sql, params)
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-        cursor.execute("SET LOCAL enable_sort TO DEFAULT")
+        # Back to the defaults: inside a caller's transaction (a claim) SET LOCAL would outlast this.
+        cursor.execute("SET LOCAL enable_sort TO DEFAULT; SET LOCAL work_mem TO DEFAULT")
     verdicts: dict[str, bool] = {}
     if by_class:
         representatives: dict[str, int] = {}
         for row in rows:
-            first = min(row["ids"])
+            first = row["first"]
             if first < representatives.get(row["hardware_class"], first + 1):
                 representatives[row["hardware_class"]] = first
         verdicts = _class_verdicts(requirement, representatives)
-    paths: dict[str, tuple[str, ...]] = {}
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple, tuple[list[int], list[int]]] = {}  # key -> ([size], ids)
     unavailable: dict[str, int] = {}
     for row in rows:
         if by_class and not verdicts[row["hardware_class"]]:
@@ -273,23 +312,19 @@ def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[
             reason = REASONS[row["reason"]]
             unavailable[reason] = unavailable.get(reason, 0) + row["size"]
             continue
-        ids = row["ids"]
-        if exclude:
-            kept = [pk for pk in ids if pk not in exclude]
-            if len(kept) < len(ids):
-                unavailable[IN_USE] = unavailable.get(IN_USE, 0) + len(ids) - len(kept)
-            ids = kept
-        if ids:
-            place = row["place"]
-            if place not in paths:
-                paths[place] = _path(json.loads(place), levels)
-            # Hosts of different classes with the same cost, hand-off and place are interchangeable.
-            groups.setdefault((row["cost_per_hour"], row["handoff_seconds"], paths[place]), []).extend(ids)
+        # Hosts of different classes with the same cost, hand-off and place are interchangeable.
+        key = (row["cost_per_hour"], row["handoff_seconds"], _path(row["place"], levels))
+        if key in groups:
+            size, ids = groups[key]
+            size[0] += row["size"]
+            ids.extend(row["ids"])
+        else:
+            groups[key] = ([row["size"]], list(row["ids"]))
     built = []
-    for (cost, handoff_seconds, path), ids in groups.items():
+    for (cost, handoff_seconds, path), (size, ids) in groups.items():
         ids.sort()
-        members = tuple(Candidate(id=pk, name="", cost=cost, handoff=handoff_seconds, path=path) for pk in ids[:k])
-        built.append(Group(cost=cost, handoff=handoff_seconds, path=path, size=len(ids), members=members))
+        members = _Members(ids[:k], cost, handoff_seconds, path)
+        built.append(Group(cost=cost, handoff=handoff_seconds, path=path, size=size[0], members=members))
     return built, unavailable
 
 

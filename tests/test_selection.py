@@ -138,6 +138,17 @@ def test_claims_take_hosts_out_of_the_free_pool_until_released():
     assert hosts_select(A100, 4).feasible
 
 
+def test_hosts_a_claim_lost_to_another_transaction_count_as_in_use_on_the_retry():
+    gpu_fleet()
+    first = hosts_select(A100, 2)
+    lost = {h["id"] for h in first.hosts}
+    retry = hosts_select(A100, 2, exclude=lost)
+    assert retry.feasible and not lost & {h["id"] for h in retry.hosts}
+    assert retry.unavailable["in use"] == first.unavailable.get("in use", 0) + 2
+    assert retry.free == first.free - 2 and retry.matching == first.matching
+    assert hosts_select(A100, 2).hosts == first.hosts  # the next selection is not excluding anything
+
+
 def test_a_claimed_host_is_not_selected_even_by_a_stale_selection():
     gpu_fleet()
     first, claims = hosts_claim(Requirement.parse("cores>=64"), 1, holder="a")
