@@ -262,13 +262,16 @@ class _Members(Sequence):
 
 
 @lru_cache(maxsize=256)
-def _scan_sql(requirement: Requirement, by_class: bool, exclude: tuple[int, ...]) -> tuple[str, tuple]:
+def _scan_sql(
+    requirement: Requirement, by_class: bool, exclude: tuple[int, ...], key_erase: bool = False
+) -> tuple[str, tuple]:
     """The scan's SQL, built once per requirement: building it through the ORM costs more than
     PostgreSQL takes to run it on a narrow requirement."""
     keys = ["reason", "cost_per_hour", "handoff_seconds", "place"] + (["hardware_class"] if by_class else [])
     queryset = (
         Host.objects.filter(retired_at__isnull=True)
         .filter(requirement.to_q())
+        .filter(Q(key_erase_capable=True) if key_erase else Q())
         .order_by()
         .annotate(reason=_reason(exclude), handoff_seconds=_handoff(), place=Cast("location", TextField()))
         .values(*keys)
@@ -278,13 +281,13 @@ def _scan_sql(requirement: Requirement, by_class: bool, exclude: tuple[int, ...]
     return sql, tuple(params)
 
 
-def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[int]):
+def _scan(requirement: Requirement, k: int, levels: Sequence[str], exclude: set[int], key_erase: bool = False):
     """One scan of the active hosts the prefilter lets through, grouped by why they are (not)
     free, cost, hand-off, location and — when SQL cannot judge the requirement exactly —
     hardware class: the free groups with their first k ids, and the others counted by reason."""
     by_class = _needs_class_check(requirement)
     levels = tuple(levels)
-    sql, params = _scan_sql(requirement, by_class, tuple(sorted(exclude)))
+    sql, params = _scan_sql(requirement, by_class, tuple(sorted(exclude)), key_erase)
     with transaction.atomic(), connection.cursor() as cursor:
         # A hash aggregate over the few thousand rows beats sorting them by a jsonb location,
         # which the planner picks for lack of statistics on the grouping expressions; and it fits
@@ -335,14 +338,17 @@ def hosts_select(
     *,
     levels: Sequence[str] | None = None,
     exclude: Iterable[int] = (),
+    key_erase: bool = False,
 ) -> Selection:
     """The cheapest ``count`` free hosts meeting ``requirement`` under ``policy`` — nothing is
-    claimed. ``exclude``: host ids to leave out (the claim's retries count them as in use)."""
+    claimed. ``exclude``: host ids to leave out (the claim's retries count them as in use).
+    ``key_erase``: only hosts whose disks can be handed over by erasing the key (a pool whose
+    cleaning policy is key erase)."""
     if count < 1:
         raise ValueError("ask for at least one host")
     levels = list(levels if levels is not None else FleetSettings.load().topology_levels)
     policy = (policy or Policy()).validate(levels)
-    groups, unavailable = _scan(requirement, count, levels, set(exclude))
+    groups, unavailable = _scan(requirement, count, levels, set(exclude), key_erase)
     free_count = sum(g.size for g in groups)
     reasons = unmatched_reasons(requirement) if not free_count and not unavailable else []
     allocation = allocate_groups(
@@ -392,6 +398,7 @@ def hosts_claim(
     holder: str,
     tenant: str = "",
     levels: Sequence[str] | None = None,
+    key_erase: bool = False,
 ) -> tuple[Selection, list[HostClaim]]:
     """Select and claim in one transaction (see the module docstring). Returns the selection
     and the claims (none when it is infeasible: the selection's explanation says why)."""
@@ -401,7 +408,9 @@ def hosts_claim(
     for _attempt in range(CLAIM_ATTEMPTS):
         try:
             with transaction.atomic():
-                selection = hosts_select(requirement, count, policy, levels=levels, exclude=skipped)
+                selection = hosts_select(
+                    requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase
+                )
                 if not selection.feasible:
                     return selection, []
                 ids = {host["id"] for host in selection.hosts}
@@ -423,7 +432,7 @@ def hosts_claim(
         except IntegrityError:
             log.info("host claim raced another; selecting again", extra={"holder": holder})
     # Every attempt lost a race: answer with what is free now, claiming nothing.
-    return hosts_select(requirement, count, policy, levels=levels, exclude=skipped), []
+    return hosts_select(requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase), []
 
 
 def claims_release(*, holder: str, host_ids: Iterable[int] | None = None) -> int:
