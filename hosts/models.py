@@ -327,11 +327,27 @@ class FleetSettings(models.Model):
       removed (:func:`hosts.curation.fleet_settings_update`).
     * ``cost_model`` — the weights of :class:`hosts.costs.CostModel` (empty: the MAAS-like
       default, one unit per core and per GiB of RAM).
+    * tenancy: the pre-emption notice, the least cleaning a pool may choose, how many failed
+      hosts a pool may replace (tenants.provisioning).
     """
 
     topology_levels = ArrayField(models.CharField(max_length=32), default=list)
     cost_model = models.JSONField(default=dict, blank=True)
     cost_unit = models.CharField(max_length=16, default="units", help_text="What a cost is counted in, e.g. EUR.")
+    preemption_notice_seconds = models.PositiveIntegerField(
+        default=120,
+        help_text="How long a pre-empted host stays with its pool (shown on both tenants' pages) before it goes.",
+    )
+    minimum_cleaning = models.CharField(
+        max_length=16,
+        choices=[("standard", "Standard"), ("key_erase", "Key erase allowed")],
+        default="key_erase",
+        help_text="The least cleaning a node pool may choose: 'standard' forbids key-erase-only pools.",
+    )
+    provisioning_attempts = models.PositiveSmallIntegerField(
+        default=3,
+        help_text="Hosts a node pool may replace after they fail to provision, before the pool reports a failure.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.CharField(max_length=254, blank=True)
 

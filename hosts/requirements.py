@@ -479,6 +479,35 @@ class Requirement:
                 data[name] = getattr(self, name)
         return data
 
+    def merge(self, other: Requirement) -> Requirement:
+        """Both requirements at once (a node pool's own on top of its quota class's): traits and
+        groups together, the higher of each minimum. Raises :class:`RequirementError` when they
+        contradict each other (a trait required by one and forbidden by the other, two disk types
+        or architectures)."""
+
+        def higher(a, b):
+            return b if a is None else a if b is None else max(a, b)
+
+        for name, label in (("disk_type", "disk type"), ("arch", "architecture")):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise RequirementError(f"{name}: asks for {label} {theirs} but the class needs {mine}", field=name)
+        accelerators = dict(self.accelerators)
+        for kind, count in other.accelerators:
+            accelerators[kind] = max(count, accelerators.get(kind, 0))
+        return Requirement(
+            traits=self.traits + other.traits,
+            forbidden=self.forbidden + other.forbidden,
+            any_of=self.any_of + other.any_of,
+            min_cores=higher(self.min_cores, other.min_cores),
+            min_ram_gib=higher(self.min_ram_gib, other.min_ram_gib),
+            accelerators=tuple(accelerators.items()),
+            min_disk_tb=higher(self.min_disk_tb, other.min_disk_tb),
+            disk_type=self.disk_type or other.disk_type,
+            min_nic_gbps=higher(self.min_nic_gbps, other.min_nic_gbps),
+            arch=self.arch or other.arch,
+        )
+
     @classmethod
     def from_json(cls, data: Any) -> Requirement:
         """Check ``data`` against :data:`REQUIREMENT_SCHEMA`, then for meaning; raises :class:`RequirementError`."""

@@ -312,6 +312,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     "hosts-resync": {"task": "teapot.hosts.resync", "schedule": 300.0, "options": {"expires": 300}},
     # Trait labels (teapot.io/trait-<name>) onto the BareMetalHosts wherever they differ.
     "hosts-trait-labels": {"task": "teapot.hosts.trait-labels", "schedule": 60.0, "options": {"expires": 60}},
+    # Clusters and node pools: every live one reconciled (allocate, label, apply, follow, release,
+    # pre-empt after notice). Services also queue a reconcile after each change.
+    "tenants-reconcile": {"task": "teapot.tenants.reconcile", "schedule": 10.0, "options": {"expires": 10}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE

@@ -7,6 +7,7 @@ from teapot_portal import api, views
 api_v1 = [
     path("me/", api.MeView.as_view(), name="me"),
     path("", include("hosts.api_urls")),
+    path("", include("tenants.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -20,6 +21,7 @@ urlpatterns = [
     path("account/", include("tenants.urls")),
     path("hosts/", include("hosts.urls")),
     path("select/", include("hosts.urls_select")),
+    path("t/", include("tenants.urls_pages")),
     path("api/v1/", include((api_v1, "api"))),
 ]
 

@@ -80,6 +80,15 @@ def carol(db):
 
 
 @pytest.fixture
+def world(db):
+    """physics (alice owner, bob viewer, dave member), genomics (carol owner), olga operator;
+    quota classes, versions, an image and quotas (tests/tenancy.py)."""
+    from tests.tenancy import tenancy
+
+    return tenancy()
+
+
+@pytest.fixture
 def alice_client(client, alice):
     client.force_login(alice)
     return client

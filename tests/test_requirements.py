@@ -769,3 +769,14 @@ def test_to_q_is_a_superset_for_generated_requirements(fleet):
 
     check()
     assert len(selective) >= 15  # the property was not proved on empty selections only
+
+
+def test_merge_asks_for_both_and_names_a_contradiction():
+    base = Requirement.parse("cores>=32,gpu:nvidia-a100>=4,!fpga")
+    merged = base.merge(Requirement.parse("cores>=64,ram>=512Gi,gpu:nvidia-a100>=2,nvme"))
+    assert merged == Requirement.parse("cores>=64,ram>=512Gi,gpu:nvidia-a100>=4,!fpga,nvme")
+    assert base.merge(Requirement.ANY) == base
+    with pytest.raises(RequirementError, match="required and forbidden"):
+        base.merge(Requirement.parse("fpga"))
+    with pytest.raises(RequirementError, match="architecture"):
+        Requirement.parse("arch=x86_64").merge(Requirement.parse("arch=aarch64"))

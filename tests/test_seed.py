@@ -58,3 +58,22 @@ def test_no_demo_fleet_on_a_real_management_cluster(settings):
     settings.TEAPOT_PROVISIONER = "kubernetes"
     call_command("seed_demo")
     assert not HostEnrolment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_four_departments_through_the_services(settings):
+    from tenants.models import AuditEntry, Cluster, Membership, NodePool, Quota, Tenant
+
+    settings.TEAPOT_DEMO = True
+    call_command("seed_demo")
+    call_command("seed_demo")  # idempotent
+    assert sorted(Tenant.objects.values_list("slug", flat=True)) == ["finance", "genomics", "ml-research", "physics"]
+    roles = dict(Membership.objects.filter(tenant__slug="physics").values_list("user__email", "role"))
+    assert roles == {"alice@physics.example": "owner", "bob@physics.example": "viewer"}
+    assert Membership.objects.get(user__email="carol@genomics.example").role == "owner"
+    assert User.objects.get(email="bob@physics.example").check_password("teapot-demo")
+    assert Quota.objects.filter(tenant__slug="physics").count() == 2
+    assert sorted(Cluster.objects.values_list("name", flat=True)) == ["risk", "seq", "train", "vision"]
+    assert NodePool.objects.count() == 4
+    assert NodePool.objects.get(name="gpu", cluster__name="train").autoscaled
+    assert AuditEntry.objects.filter(action="cluster.create").count() == 4  # through the services

@@ -288,6 +288,26 @@ class LabGateway(Gateway):
             store.update(row, obj)
             return HostRecord.from_object(store.to_dict(row))
 
+    def autoscaler_scale(self, machine_deployment: str, replicas: int) -> dict:
+        """What the Cluster Autoscaler does to a node group: set ``spec.replicas`` of the
+        MachineDeployment, within its min/max annotations. Another field manager than Teapot's
+        apply, so Teapot's next apply (which leaves replicas unset on autoscaled pools) keeps
+        it — the lab's stand-in for a real autoscaler asking for more nodes."""
+        with transaction.atomic():
+            store.lock()
+            row = store.load(kinds.MACHINEDEPLOYMENT.kind, self.namespace, machine_deployment)
+            if row is None:
+                raise _not_found(kinds.MACHINEDEPLOYMENT, machine_deployment)
+            obj = store.to_dict(row)
+            low, high = _autoscaler_bounds(obj["metadata"].get("annotations") or {})
+            if low is None:
+                raise Invalid(f"{machine_deployment} is not autoscaled (no min/max size annotations)")
+            if not low <= replicas <= high:
+                raise Invalid(f"the autoscaler keeps {machine_deployment} between {low} and {high} nodes")
+            obj["spec"]["replicas"] = int(replicas)
+            store.update(row, obj)
+            return store.to_dict(row)
+
     def delete_host(self, name: str) -> None:
         with transaction.atomic():
             store.lock()

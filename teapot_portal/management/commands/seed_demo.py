@@ -6,10 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 from tenants.services import user_ensure
 
 DEMO_PASSWORD = "teapot-demo"  # noqa: S105 (public by design, demo mode only)
-# Later issues add the tenants and their clusters (see docs/roadmap.md).
+# The operator; the departments and their people come from tenants.demo.
 DEMO_USERS = [
     {"email": "ops@teapot.example", "is_staff": True, "first_name": "Olga", "last_name": "Operator"},
-    {"email": "alice@physics.example", "is_staff": False, "first_name": "Alice", "last_name": "Physics"},
 ]
 
 
@@ -31,3 +30,7 @@ class Command(BaseCommand):
         enrolled, kept = seed_demo_fleet(acting_user=operator)
         if settings.TEAPOT_PROVISIONER == "lab":
             self.stdout.write(f"demo fleet: {enrolled} host(s) enrolled into the lab, {kept} already there")
+        from tenants.demo import seed_demo_tenants
+
+        made = seed_demo_tenants(operator=operator)
+        self.stdout.write("demo tenants: " + (", ".join(made) if made else "all there already"))

@@ -1,0 +1,739 @@
+"""Provisioning: clusters and node pools reconciled against the management cluster.
+
+Level-triggered and idempotent (DESIGN.md, STYLE.md §7): each reconcile reads what the database
+wants and what the management cluster has, and changes only the difference. Running one twice
+changes nothing; a worker killed half-way loses nothing (the next run finds the difference).
+
+**Cluster** (:func:`cluster_reconcile`): apply Cluster + KamajiControlPlane + Metal3Cluster
+(hosted control plane, no servers); mirror the control plane's state into ``phase``. A
+cluster being deleted waits for its pools, then deletes its objects.
+
+**Node pool** (:func:`node_pool_reconcile`), in order:
+
+1. **Read.** The pool's BareMetalHosts (by the ``teapot.io/node-pool`` label, plus any the pool
+   still holds without it), the Machines of its MachineDeployment and the host each is bound to.
+2. **Desired size.** Fixed pools: ``replicas``. Autoscaled pools: the MachineDeployment's
+   ``spec.replicas`` (the Cluster Autoscaler's say) clamped to ``[min, quota ceiling]``. A pool
+   being deleted: 0.
+3. **Follow each held host** (:class:`~tenants.models.PoolHost`): bound → provisioning → ready
+   (a Machine with a Node); a host CAPI let go (scale-down, deletion, remediation) → releasing,
+   its pool label removed so CAPM3 cannot bind it again; released once the BareMetalHost is
+   ``available`` with no consumer — then its claim ends (or passes to the pool that pre-empted
+   it). A host that fails to provision is replaced: its label removed, its Machine deleted
+   (Cluster API makes a new one, which waits for a host), the host put in maintenance with the
+   error for an operator; after ``FleetSettings.provisioning_attempts`` replacements the pool
+   fails with the reason on its page.
+4. **Pre-emption due.** Hosts whose notice (``preempt_at``) has passed leave: label removed,
+   Machine deleted, host cleaned per the pool's policy, then handed to the pool that needed it.
+5. **Surplus.** More hosts than desired: hosts not bound yet are released at once (borrowed
+   before guaranteed); bound ones go when Cluster API deletes their Machines (it scales the
+   MachineDeployment down itself).
+6. **Allocate.** Fewer hosts than desired: under the tenant's row lock, the quota budget
+   (:func:`tenants.quota.allocation_budget`) caps how many; the allocator selects and claims
+   them atomically (:func:`hosts.selection.hosts_claim`); each is marked guaranteed (within the
+   tenant's guarantee) or borrowed. When the fleet has no free host and the need is within the
+   tenant's guarantee, borrowed or pre-emptible hosts of other pools are chosen as victims —
+   least disruptive first — and given notice (:func:`_preempt_for`).
+7. **Guaranteed marks.** Within a tenant and class, the hosts marked guaranteed are exactly
+   ``min(guaranteed, non-pre-emptible hosts held)`` — a borrowed host becomes guaranteed when a
+   guaranteed one leaves (and any notice on it is withdrawn).
+8. **Labels.** Every held host carries ``teapot.io/node-pool=<uid>`` and the tenant label; no
+   other host carries the pool's label.
+9. **Apply** the Metal3MachineTemplate, KubeadmConfigTemplate, MachineDeployment (replicas =
+   desired; autoscaled: min/max annotations clamped by quota, no replicas, scale-from-zero
+   capacity from the host the pool would get) and MachineHealthCheck; stale templates deleted.
+10. **Status**: ready/desired, phase and a message in words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from hosts.curation import hosts_set_maintenance
+from hosts.models import FleetSettings, Host, HostClaim
+from hosts.requirements import RequirementError
+from hosts.selection import hosts_claim, hosts_select
+from teapot_portal.gateway import builders, kinds
+from teapot_portal.gateway.base import Gateway, HostRecord, NotFound
+from teapot_portal.gateway.factory import get_gateway
+from tenants.audit import audit_record
+from tenants.clusters import mark_deleted
+from tenants.models import Cluster, NodePool, PoolHost, Tenant
+
+log = logging.getLogger(__name__)
+
+LOCK_RECONCILE_ALL = 20
+LIVE = (PoolHost.State.ALLOCATED, PoolHost.State.PROVISIONING, PoolHost.State.READY)
+CLEANING_MODE = {NodePool.Cleaning.STANDARD: "metadata", NodePool.Cleaning.KEY_ERASE: "disabled"}
+POOL_KINDS = (
+    kinds.MACHINEHEALTHCHECK,
+    kinds.MACHINEDEPLOYMENT,
+    kinds.METAL3MACHINETEMPLATE,
+    kinds.KUBEADMCONFIGTEMPLATE,
+)
+
+
+# ============================================================================ clusters
+
+
+def cluster_spec(cluster: Cluster) -> builders.ClusterSpec:
+    return builders.ClusterSpec(
+        tenant=cluster.tenant.slug,
+        name=cluster.name,
+        kubernetes_version=cluster.kubernetes_version.version,
+        endpoint_host=str(cluster.endpoint_host),
+        control_plane_replicas=cluster.control_plane_replicas,
+        addons=tuple(cluster.addons),
+    )
+
+
+def _cluster_state(status: dict) -> tuple[str, bool, str]:
+    """(phase, control plane ready, message) from the Cluster's status."""
+    initialization = status.get("initialization") or {}
+    initialized = bool(initialization.get("controlPlaneInitialized"))
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    available = conditions.get("ControlPlaneAvailable") or conditions.get("Available") or {}
+    ready = initialized and available.get("status", "True") != "False"
+    failing = [
+        c.get("message")
+        for c in conditions.values()
+        if c.get("status") == "False" and c.get("reason", "").endswith("Failed")
+    ]
+    if ready:
+        return Cluster.Phase.READY, True, ""
+    if failing:
+        return Cluster.Phase.PROVISIONING, False, failing[0][:500]
+    return Cluster.Phase.PROVISIONING, False, "The hosted control plane is starting (about 3 minutes)."
+
+
+def cluster_reconcile(cluster_id: int, *, gateway: Gateway | None = None) -> str:
+    cluster = Cluster.objects.select_related("tenant", "kubernetes_version").filter(pk=cluster_id).first()
+    if cluster is None:
+        log.info("cluster gone; nothing to reconcile", extra={"cluster_id": cluster_id})
+        return "gone"
+    if cluster.deleted_at is not None:
+        return "deleted"
+    gw = gateway or get_gateway()
+    name = cluster.object_name
+    if cluster.phase == Cluster.Phase.DELETING:
+        pending = NodePool.objects.live().filter(cluster=cluster).count()
+        if pending:
+            Cluster.objects.filter(pk=cluster.pk).update(
+                message=f"Deleting: waiting for {pending} node pool(s) to release their hosts.",
+                reconciled_at=timezone.now(),
+            )
+            return "waiting for pools"
+        remaining = False
+        for kind in (kinds.CLUSTER, kinds.KAMAJICONTROLPLANE, kinds.METAL3CLUSTER):
+            try:
+                gw.get(kind, name)
+            except NotFound:
+                continue
+            remaining = True
+            gw.delete(kind, name)
+        if remaining:
+            Cluster.objects.filter(pk=cluster.pk).update(
+                message="Deleting: the control plane is shutting down.", reconciled_at=timezone.now()
+            )
+            return "deleting"
+        mark_deleted(cluster)
+        audit_record(actor=None, action="cluster.deleted", target=cluster, tenant=cluster.tenant)
+        return "deleted"
+    gw.apply_cluster(cluster_spec(cluster))
+    try:
+        status = gw.cluster_status(name)
+    except NotFound:
+        status = {}
+    phase, ready, message = _cluster_state(status)
+    Cluster.objects.filter(pk=cluster.pk).update(
+        phase=phase, control_plane_ready=ready, message=message, reconciled_at=timezone.now()
+    )
+    if phase != cluster.phase:
+        log.info("cluster phase", extra={"cluster": str(cluster), "phase": phase})
+    return phase
+
+
+# ============================================================================ node pools
+
+
+@dataclass
+class _View:
+    """What the management cluster says about one pool's hosts and machines."""
+
+    hosts: dict[str, HostRecord]  # BMH name -> record (labelled for the pool, or held by it)
+    bound: dict[str, str]  # BMH name -> Machine name (machines of this pool's MachineDeployment)
+    nodes: set[str]  # BMH names whose Machine has a Node
+    machines: int
+    md: dict | None
+
+
+def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
+    records, _ = gw.list_hosts(f"{builders.LABEL_NODE_POOL}={pool.uid}")
+    hosts = {r.name: r for r in records}
+    for ph in held:
+        if ph.host.name not in hosts:
+            with contextlib.suppress(NotFound):
+                hosts[ph.host.name] = gw.get_host(ph.host.name)
+    bound, nodes, machines = {}, set(), 0
+    for binding in gw.machine_bindings(pool.cluster.object_name):
+        if binding.deployment != pool.object_name:
+            continue
+        machines += 1
+        if binding.host:
+            bound[binding.host] = binding.machine
+            if binding.node:
+                nodes.add(binding.host)
+    try:
+        md = gw.get(kinds.MACHINEDEPLOYMENT, pool.object_name)
+    except NotFound:
+        md = None
+    return _View(hosts=hosts, bound=bound, nodes=nodes, machines=machines, md=md)
+
+
+def _desired(pool: NodePool, view: _View) -> int:
+    from tenants.quota import autoscale_ceiling
+
+    if pool.phase == NodePool.Phase.DELETING:
+        return 0
+    if not pool.autoscaled:
+        return pool.replicas
+    ceiling = max(pool.autoscale_min, autoscale_ceiling(pool))
+    wanted = ((view.md or {}).get("spec") or {}).get("replicas")
+    if wanted is None:
+        wanted = pool.desired or pool.autoscale_min
+    return min(max(int(wanted), pool.autoscale_min), ceiling)
+
+
+def _failed(record: HostRecord | None, state: str) -> bool:
+    """A host that cannot become a worker: a provisioning error, or any error (a BMC that stopped
+    answering, a power failure) before it serves a Node. A ready worker whose BMC fails keeps
+    running: that is an operator's matter, not the pool's."""
+    if record is None or record.operational_status != "error":
+        return False
+    return "provision" in record.error_type or state != PoolHost.State.READY
+
+
+def _released_by_bmo(record: HostRecord | None) -> bool:
+    """The host is back in the free pool as far as the management cluster goes."""
+    return record is None or (record.provisioning_state == "available" and not record.consumer)
+
+
+def _unlabel(gw: Gateway, name: str, uid: str, view: _View) -> None:
+    record = view.hosts.get(name)
+    if record is not None and record.labels.get(builders.LABEL_NODE_POOL) != uid:
+        return
+    try:
+        view.hosts[name] = gw.set_host_labels(
+            name, {builders.LABEL_NODE_POOL: None, builders.LABEL_TENANT: None, builders.LABEL_CLUSTER: None}
+        )
+    except NotFound:
+        view.hosts.pop(name, None)
+
+
+def _delete_machine(gw: Gateway, view: _View, host_name: str) -> None:
+    machine = view.bound.get(host_name)
+    if machine:
+        gw.delete(kinds.MACHINE, machine)
+
+
+def _end(ph: PoolHost, state: str, message: str = "") -> None:
+    """The pool's hold on the host ends: its claim is released, or handed to the pool that
+    pre-empted it (which then holds it: same transaction, so no one else can take it)."""
+    now = timezone.now()
+    with transaction.atomic():
+        ph = (
+            PoolHost.objects.select_for_update(of=("self",))
+            .select_related("claim", "preempted_for__cluster__tenant")
+            .get(pk=ph.pk)
+        )
+        if ph.released_at is not None:
+            return
+        PoolHost.objects.filter(pk=ph.pk).update(state=state, released_at=now, message=message[:500])
+        HostClaim.objects.filter(pk=ph.claim_id, released_at__isnull=True).update(released_at=now)
+        taker = ph.preempted_for
+        if (
+            state == PoolHost.State.RELEASED
+            and taker is not None
+            and taker.deleted_at is None
+            and taker.phase != NodePool.Phase.DELETING
+        ):
+            claim = HostClaim.objects.create(
+                host_id=ph.host_id, holder=taker.holder, tenant=taker.cluster.tenant.slug, claimed_at=now
+            )
+            PoolHost.objects.create(pool=taker, host_id=ph.host_id, claim=claim, guaranteed=True, allocated_at=now)
+            from tenants.clusters import reconcile_pool_after_commit
+
+            reconcile_pool_after_commit(taker.pk)
+
+
+def _follow(gw: Gateway, pool: NodePool, held: list[PoolHost], view: _View, settings: FleetSettings) -> list[str]:
+    """Step 3 and 4; returns events worth a message."""
+    now = timezone.now()
+    notes = []
+    for ph in held:
+        name = ph.host.name
+        record = view.hosts.get(name)
+        bound = name in view.bound
+        if ph.state == PoolHost.State.RELEASING:
+            if not bound and _released_by_bmo(record):
+                _end(ph, PoolHost.State.RELEASED, ph.message)
+            continue
+        if ph.preempt_at is not None and ph.preempt_at <= now:
+            _unlabel(gw, name, pool.uid, view)
+            _delete_machine(gw, view, name)
+            taker = ph.preempted_for
+            message = (
+                f"Pre-empted for {taker.cluster.tenant.slug}/{taker.cluster.name}/{taker.name}"
+                if taker
+                else "Pre-empted"
+            )
+            if not bound and _released_by_bmo(record):
+                _end(ph, PoolHost.State.RELEASED, message)
+            else:
+                PoolHost.objects.filter(pk=ph.pk).update(state=PoolHost.State.RELEASING, message=message)
+            audit_record(
+                actor=None,
+                action="host.preempted",
+                target_type="host",
+                target_id=str(ph.host_id),
+                target_repr=f"{name} from {pool}",
+                tenant=pool.cluster.tenant,
+                after={"pool": str(pool), "for": str(taker) if taker else ""},
+            )
+            notes.append(f"{name} pre-empted")
+            continue
+        if _failed(record, ph.state):
+            _unlabel(gw, name, pool.uid, view)
+            _delete_machine(gw, view, name)
+            error = (record.error_message or record.error_type)[:300]
+            hosts_set_maintenance(
+                Host.objects.filter(pk=ph.host_id),
+                on=True,
+                reason=f"failed to provision for {pool}: {error}",
+                actor=None,
+            )
+            _end(ph, PoolHost.State.FAILED, f"Failed to provision: {error}")
+            NodePool.objects.filter(pk=pool.pk).update(replacements=pool.replacements + 1)
+            pool.replacements += 1
+            audit_record(
+                actor=None,
+                action="host.failed",
+                target_type="host",
+                target_id=str(ph.host_id),
+                target_repr=f"{name} in {pool}",
+                tenant=pool.cluster.tenant,
+                after={"error": error, "replacements": pool.replacements},
+            )
+            notes.append(f"{name} failed to provision and was replaced")
+            continue
+        if bound:
+            state = PoolHost.State.READY if name in view.nodes else PoolHost.State.PROVISIONING
+            if state != ph.state:
+                fields = {"state": state}
+                if state == PoolHost.State.READY and ph.ready_at is None:
+                    fields["ready_at"] = now
+                PoolHost.objects.filter(pk=ph.pk).update(**fields)
+                ph.state = state
+        elif ph.state in (PoolHost.State.PROVISIONING, PoolHost.State.READY):
+            # Cluster API let it go (scale-down, deletion, remediation): it must not be bound again.
+            _unlabel(gw, name, pool.uid, view)
+            if _released_by_bmo(record):
+                _end(ph, PoolHost.State.RELEASED, "Released by Cluster API")
+            else:
+                PoolHost.objects.filter(pk=ph.pk).update(state=PoolHost.State.RELEASING, message="Cleaning")
+    return notes
+
+
+def _release_surplus(gw: Gateway, pool: NodePool, desired: int, view: _View) -> int:
+    """Step 5: unbound hosts beyond the desired size go at once, borrowed before guaranteed."""
+    live = list(
+        PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True)
+        .select_related("host")
+        .order_by("guaranteed", "-allocated_at")
+    )
+    surplus = len(live) - desired
+    released = 0
+    for ph in live:
+        if surplus <= 0:
+            break
+        if ph.host.name in view.bound or ph.state != PoolHost.State.ALLOCATED:
+            continue
+        _unlabel(gw, ph.host.name, pool.uid, view)
+        record = view.hosts.get(ph.host.name)
+        if record is not None and record.consumer:
+            continue  # CAPM3 took it meanwhile: Cluster API's scale-down will let it go
+        _end(ph, PoolHost.State.RELEASED, "Released: the pool shrank")
+        surplus -= 1
+        released += 1
+    return released
+
+
+def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
+    """Step 6; returns what stops the pool from growing ("" when nothing does)."""
+    from tenants.quota import allocation_budget
+
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=pool.cluster.tenant_id)
+        live = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE)
+        have = live.filter(preempt_at__isnull=True).count()
+        incoming = PoolHost.objects.filter(preempted_for=pool, released_at__isnull=True).count()
+        need = desired - have - incoming
+        if need <= 0:
+            return "" if not incoming else f"Waiting for {incoming} pre-empted host(s) to be handed over."
+        budget = allocation_budget(tenant=tenant, quota_class=pool.quota_class, workload_class=pool.workload_class)
+        take = min(need, budget.room)
+        if take <= 0:
+            return f"Quota: {tenant.slug} holds its maximum of {pool.quota_class.name} hosts; {need} more wanted."
+        try:
+            requirement = pool.get_requirement()
+        except RequirementError as exc:
+            return f"The pool's requirement cannot be used: {exc}"
+        policy = _policy(pool)
+        key_erase = pool.cleaning == NodePool.Cleaning.KEY_ERASE
+        claims = []
+        selection = None
+        for count in range(take, 0, -1):  # as many as the fleet has, the policy holding for each batch
+            selection, claims = hosts_claim(
+                requirement, count, policy, holder=pool.holder, tenant=tenant.slug, key_erase=key_erase
+            )
+            if claims:
+                break
+        guaranteed_left = budget.guaranteed_room
+        now = timezone.now()
+        for claim in claims:
+            PoolHost.objects.create(
+                pool=pool, host_id=claim.host_id, claim=claim, guaranteed=guaranteed_left > 0, allocated_at=now
+            )
+            guaranteed_left -= 1
+        short = take - len(claims)
+        if claims:
+            audit_record(
+                actor=None,
+                action="node_pool.allocate",
+                target=pool,
+                tenant=tenant,
+                after={"hosts": [h["name"] for h in (selection.hosts if selection else [])]},
+            )
+        if short <= 0:
+            return (
+                ""
+                if take == need
+                else f"Quota: {tenant.slug} may hold {take} more {pool.quota_class.name} host(s); {need} wanted."
+            )
+        within_guarantee = min(short, max(0, budget.guaranteed_room - len(claims)))
+        noticed = _preempt_for(pool, requirement, within_guarantee, settings) if within_guarantee else 0
+        why = selection.allocation.explanation.message if selection and selection.allocation.explanation else ""
+        if noticed:
+            return f"{noticed} host(s) pre-empted from other pools to honour {tenant.slug}'s guarantee; handed over after the notice."
+        return f"Waiting for capacity: {short} more host(s) wanted. {why}".strip()
+
+
+def _policy(pool: NodePool):
+    from hosts.allocator import Policy, PolicyError
+
+    try:
+        return Policy.from_json(pool.policy or {}, FleetSettings.load().topology_levels)
+    except PolicyError:
+        return Policy()
+
+
+def _preempt_for(pool: NodePool, requirement, count: int, settings: FleetSettings) -> int:
+    """Choose ``count`` victims for ``pool`` and give them notice; returns how many.
+
+    Candidates: hosts held by other pools, not guaranteed (borrowed, or pre-emptible
+    workloads), without notice yet, meeting the requirement. Least disruptive first:
+    pre-emptible workloads before on-demand ones, lower tenant priority first, hosts not serving
+    a Node yet before ready ones, then the pool with the most hosts (losing one of many), then
+    the most recently allocated (the least work lost)."""
+    from django.db.models import Count
+
+    from tenants.quota import matching_host_ids
+
+    candidates = list(
+        PoolHost.objects.filter(released_at__isnull=True, state__in=LIVE, guaranteed=False, preempt_at__isnull=True)
+        .exclude(pool=pool)
+        .exclude(pool__cluster__tenant=pool.cluster.tenant_id)
+        .select_related("pool__cluster__tenant", "host")
+        .annotate(pool_size=Count("pool__pool_hosts", filter=Q(pool__pool_hosts__released_at__isnull=True)))
+    )
+    if not candidates:
+        return 0
+    meeting = matching_host_ids(requirement, Host.objects.filter(pk__in=[c.host_id for c in candidates]))
+    ranked = sorted(
+        (c for c in candidates if c.host_id in meeting),
+        key=lambda c: (
+            c.pool.workload_class != NodePool.WorkloadClass.PREEMPTIBLE,
+            c.pool.cluster.tenant.priority,
+            c.state == PoolHost.State.READY,
+            -c.pool_size,
+            -c.allocated_at.timestamp(),
+            c.host.name,
+        ),
+    )[:count]
+    deadline = timezone.now() + timedelta(seconds=settings.preemption_notice_seconds)
+    for victim in ranked:
+        PoolHost.objects.filter(pk=victim.pk, preempt_at__isnull=True).update(preempt_at=deadline, preempted_for=pool)
+        for tenant in {victim.pool.cluster.tenant, pool.cluster.tenant}:
+            audit_record(
+                actor=None,
+                action="host.preempt_notice",
+                target_type="host",
+                target_id=str(victim.host_id),
+                target_repr=f"{victim.host.name}: {victim.pool} → {pool}",
+                tenant=tenant,
+                after={"from": str(victim.pool), "for": str(pool), "leaves_at": deadline.isoformat()},
+            )
+        from tenants.clusters import reconcile_pool_after_commit
+
+        reconcile_pool_after_commit(victim.pool_id)
+    if ranked:
+        log.info("pre-emption notice", extra={"pool": str(pool), "hosts": [v.host.name for v in ranked]})
+    return len(ranked)
+
+
+def guaranteed_marks(tenant_id: int, quota_class_id: int) -> None:
+    """Step 7: exactly ``min(guaranteed, non-pre-emptible hosts held)`` hosts are marked
+    guaranteed in the tenant's class — ready hosts first, oldest first."""
+    from tenants.models import Quota
+
+    quota = Quota.objects.filter(tenant_id=tenant_id, quota_class_id=quota_class_id).first()
+    guaranteed = quota.guaranteed if quota else 0
+    held = list(
+        PoolHost.objects.filter(
+            pool__cluster__tenant_id=tenant_id,
+            pool__quota_class_id=quota_class_id,
+            released_at__isnull=True,
+            state__in=LIVE,
+        )
+        .exclude(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE)
+        .order_by("-guaranteed", "allocated_at", "pk")
+    )
+    promote = [ph.pk for ph in held[:guaranteed] if not ph.guaranteed]
+    demote = [ph.pk for ph in held[guaranteed:] if ph.guaranteed]
+    if promote:
+        # A host that is now within the guarantee is no longer anyone's victim.
+        PoolHost.objects.filter(pk__in=promote).update(guaranteed=True, preempt_at=None, preempted_for=None)
+    if demote:
+        PoolHost.objects.filter(pk__in=demote).update(guaranteed=False)
+    PoolHost.objects.filter(
+        pool__cluster__tenant_id=tenant_id,
+        pool__quota_class_id=quota_class_id,
+        pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE,
+        released_at__isnull=True,
+        guaranteed=True,
+    ).update(guaranteed=False)
+
+
+def _ensure_labels(gw: Gateway, pool: NodePool, view: _View) -> None:
+    """Step 8."""
+    held = {
+        ph.host.name
+        for ph in PoolHost.objects.filter(
+            pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True
+        ).select_related("host")
+    }
+    # Hosts under notice keep their label until they go: CAPM3 keeps them bound anyway.
+    noticed = set(
+        PoolHost.objects.filter(
+            pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=False
+        ).values_list("host__name", flat=True)
+    )
+    wanted = {
+        builders.LABEL_NODE_POOL: pool.uid,
+        builders.LABEL_TENANT: pool.cluster.tenant.slug,
+        builders.LABEL_CLUSTER: pool.cluster.name,
+    }
+    for name in sorted(held):
+        record = view.hosts.get(name)
+        if record is None or any(record.labels.get(k) != v for k, v in wanted.items()):
+            try:
+                view.hosts[name] = gw.set_host_labels(name, dict(wanted))
+            except NotFound:
+                log.warning("a host the pool holds is gone", extra={"pool": str(pool), "host": name})
+    for name, record in list(view.hosts.items()):
+        if record.labels.get(builders.LABEL_NODE_POOL) == pool.uid and name not in held and name not in noticed:
+            _unlabel(gw, name, pool.uid, view)
+
+
+def _capacity(pool: NodePool) -> builders.Capacity | None:
+    """What one host of the pool offers, from the host the pool would get now (or holds)."""
+    host = Host.objects.filter(pool_hosts__pool=pool, pool_hosts__released_at__isnull=True).order_by("pk").first()
+    if host is None:
+        try:
+            selection = hosts_select(pool.get_requirement(), 1, key_erase=pool.cleaning == NodePool.Cleaning.KEY_ERASE)
+        except (RequirementError, ValueError):
+            return None
+        if not selection.hosts:
+            return None
+        host = Host.objects.filter(pk=selection.hosts[0]["id"]).first()
+        if host is None:
+            return None
+    gpus = [a for a in (host.accelerators or []) if str(a.get("type", "")).lower().startswith("nvidia")]
+    gpu_count = sum(int(a.get("count", 1) or 1) for a in gpus)
+    return builders.Capacity(
+        cpu=host.cpu_count or 0,
+        memory_gib=(host.ram_mib or 0) // 1024,
+        gpu_type="nvidia.com/gpu" if gpu_count else "",
+        gpu_count=gpu_count,
+        labels={builders.LABEL_TENANT: pool.cluster.tenant.slug, "teapot.io/pool": pool.name},
+    )
+
+
+def node_pool_spec(pool: NodePool, desired: int) -> builders.NodePoolSpec:
+    from tenants.quota import autoscale_ceiling
+
+    image = pool.image
+    common = {
+        "tenant": pool.cluster.tenant.slug,
+        "cluster": pool.cluster.name,
+        "name": pool.name,
+        "pool_uid": pool.uid,
+        "kubernetes_version": pool.cluster.kubernetes_version.version,
+        "image_url": image.url,
+        "image_checksum": image.checksum,
+        "image_checksum_type": image.checksum_type,
+        "image_format": image.format,
+        "cleaning_mode": CLEANING_MODE[pool.cleaning],
+    }
+    if pool.autoscaled:
+        ceiling = max(pool.autoscale_min, autoscale_ceiling(pool))
+        return builders.NodePoolSpec(
+            **common,
+            replicas=None,
+            autoscale_min=pool.autoscale_min,
+            autoscale_max=ceiling,
+            capacity=_capacity(pool),
+        )
+    return builders.NodePoolSpec(**common, replicas=desired)
+
+
+def _apply(gw: Gateway, pool: NodePool, desired: int) -> None:
+    """Step 9."""
+    spec = node_pool_spec(pool, desired)
+    applied = gw.apply_node_pool(spec)
+    current = {(obj["kind"], obj["metadata"]["name"]) for obj in applied}
+    prefix = f"{pool.object_name}-"
+    for kind in (kinds.METAL3MACHINETEMPLATE, kinds.KUBEADMCONFIGTEMPLATE):
+        for obj in gw.list(kind, f"{builders.CAPI_CLUSTER_NAME}={pool.cluster.object_name}"):
+            name = obj["metadata"]["name"]
+            if name.startswith(prefix) and len(name) == len(prefix) + 8 and (kind.kind, name) not in current:
+                gw.delete(kind, name)
+
+
+def _delete_objects(gw: Gateway, pool: NodePool) -> bool:
+    """Delete the pool's objects; True while any is left."""
+    left = False
+    for kind in (kinds.MACHINEHEALTHCHECK, kinds.MACHINEDEPLOYMENT):
+        try:
+            gw.get(kind, pool.object_name)
+        except NotFound:
+            continue
+        left = True
+        gw.delete(kind, pool.object_name)
+    prefix = f"{pool.object_name}-"
+    for kind in (kinds.METAL3MACHINETEMPLATE, kinds.KUBEADMCONFIGTEMPLATE):
+        for obj in gw.list(kind, f"{builders.CAPI_CLUSTER_NAME}={pool.cluster.object_name}"):
+            name = obj["metadata"]["name"]
+            if name.startswith(prefix) and len(name) == len(prefix) + 8:
+                left = True
+                gw.delete(kind, name)
+    return left
+
+
+def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
+    pool = (
+        NodePool.objects.select_related("cluster__tenant", "cluster__kubernetes_version", "quota_class", "image")
+        .filter(pk=pool_id)
+        .first()
+    )
+    if pool is None:
+        log.info("node pool gone; nothing to reconcile", extra={"pool_id": pool_id})
+        return "gone"
+    if pool.deleted_at is not None:
+        return "deleted"
+    gw = gateway or get_gateway()
+    settings = FleetSettings.load()
+    held = list(
+        PoolHost.objects.filter(pool=pool, released_at__isnull=True).select_related(
+            "host", "preempted_for__cluster__tenant"
+        )
+    )
+    view = _read(gw, pool, held)
+    desired = _desired(pool, view)
+    notes = _follow(gw, pool, held, view, settings)
+    deleting = pool.phase == NodePool.Phase.DELETING
+    if deleting:
+        left = _delete_objects(gw, pool)
+        _release_surplus(gw, pool, 0, view)
+        holding = PoolHost.objects.filter(pool=pool, released_at__isnull=True).count()
+        if not left and not holding:
+            mark_deleted(pool)
+            audit_record(actor=None, action="node_pool.deleted", target=pool, tenant=pool.cluster.tenant)
+            return "deleted"
+        NodePool.objects.filter(pk=pool.pk).update(
+            desired=0,
+            ready=len(view.nodes),
+            message=f"Deleting: {holding} host(s) still being released (cleaned per the pool's policy).",
+            reconciled_at=timezone.now(),
+        )
+        return "deleting"
+    _release_surplus(gw, pool, desired, view)
+    waiting = ""
+    failed = pool.replacements > settings.provisioning_attempts
+    if failed:
+        waiting = (
+            f"Failed: {pool.replacements} hosts failed to provision (the limit is {settings.provisioning_attempts}). "
+            "An operator has been left the failed hosts in maintenance; scale the pool to retry."
+        )
+    elif pool.cluster.phase != Cluster.Phase.DELETING:
+        waiting = _allocate(pool, desired, settings)
+    guaranteed_marks(pool.cluster.tenant_id, pool.quota_class_id)
+    _ensure_labels(gw, pool, view)
+    _apply(gw, pool, desired)
+    ready = len(view.nodes)
+    holding = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE).count()
+    if failed:
+        phase = NodePool.Phase.FAILED
+    elif ready == desired and holding == desired and not waiting:
+        phase = NodePool.Phase.READY
+    else:
+        phase = NodePool.Phase.SCALING
+    message = waiting or ("; ".join(notes) if notes else "")
+    if not message and phase == NodePool.Phase.SCALING:
+        message = f"{ready} of {desired} workers ready; {holding} host(s) allocated."
+    NodePool.objects.filter(pk=pool.pk).update(
+        desired=desired, ready=ready, phase=phase, message=message[:500], reconciled_at=timezone.now()
+    )
+    return phase
+
+
+# ============================================================================ all of them
+
+
+def reconcile_all(*, gateway: Gateway | None = None) -> dict:
+    """Every live cluster, then every live pool. One failure is logged and the rest go on."""
+    gw = gateway or get_gateway()
+    done = {"clusters": 0, "pools": 0, "errors": 0}
+    for cluster_id in Cluster.objects.live().order_by("pk").values_list("pk", flat=True):
+        try:
+            cluster_reconcile(cluster_id, gateway=gw)
+            done["clusters"] += 1
+        except Exception:
+            done["errors"] += 1
+            log.exception("cluster reconcile failed", extra={"cluster_id": cluster_id})
+    for pool_id in NodePool.objects.live().order_by("pk").values_list("pk", flat=True):
+        try:
+            node_pool_reconcile(pool_id, gateway=gw)
+            done["pools"] += 1
+        except Exception:
+            done["errors"] += 1
+            log.exception("node pool reconcile failed", extra={"pool_id": pool_id})
+    return done

@@ -1,0 +1,69 @@
+"""Provisioning work in Celery (STYLE.md §7): thin, id-based, idempotent wrappers around
+:mod:`tenants.provisioning`. A gateway that does not answer is retried with backoff; the beat
+task ``teapot.tenants.reconcile`` reconciles every live cluster and pool that has work, so a
+lost message or a killed worker only delays what the next run does."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from teapot_portal.gateway.base import GatewayError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="teapot.tenants.cluster-reconcile",
+    bind=True,
+    ignore_result=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=8,
+)
+def cluster_reconcile_task(self, cluster_id: int) -> str:
+    from tenants.provisioning import cluster_reconcile
+
+    try:
+        return cluster_reconcile(cluster_id)
+    except GatewayError as exc:
+        if isinstance(exc, Unavailable):
+            raise
+        log.warning("cluster reconcile failed", extra={"cluster_id": cluster_id, "error": str(exc)})
+        return "error"
+
+
+@shared_task(
+    name="teapot.tenants.node-pool-reconcile",
+    bind=True,
+    ignore_result=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=8,
+)
+def node_pool_reconcile_task(self, pool_id: int) -> str:
+    from tenants.provisioning import node_pool_reconcile
+
+    try:
+        return node_pool_reconcile(pool_id)
+    except GatewayError as exc:
+        if isinstance(exc, Unavailable):
+            raise
+        log.warning("node pool reconcile failed", extra={"pool_id": pool_id, "error": str(exc)})
+        return "error"
+
+
+@shared_task(name="teapot.tenants.reconcile", ignore_result=True)
+def reconcile_all_task() -> dict:
+    """Every live cluster and node pool, in this worker (level-triggered; skips when another
+    run holds the lock)."""
+    from hosts.tasks import single_run
+    from tenants.provisioning import LOCK_RECONCILE_ALL, reconcile_all
+
+    with single_run(LOCK_RECONCILE_ALL) as mine:
+        if not mine:
+            return {"skipped": True}
+        return reconcile_all()
