@@ -323,3 +323,28 @@ def test_under_faults_every_pool_reaches_its_size_or_says_why(world, lab):
     assert pool.ready == 6, pool.message  # seeded draws: one host fails to provision and is replaced
     assert pool.replacements == 1 and Host.objects.filter(maintenance=True).count() == 1
     assert_every_host_accounted_for()
+
+
+def test_lab_autoscale_is_the_autoscaler_asking(world, lab, settings):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.TEAPOT_PROVISIONER = "lab"
+    cluster = cluster_create(tenant=world.physics, name="batch", actor=world.alice)
+    pool = node_pool_create(
+        cluster=cluster,
+        name="gpu",
+        quota_class="gpu-a100",
+        image=world.image,
+        replicas=None,
+        autoscale_min=0,
+        autoscale_max=2,
+        actor=world.alice,
+    )
+    lab.reconcile(1, 60)
+    with pytest.raises(CommandError, match="between 0 and 2"):
+        call_command("lab_autoscale", "physics", "batch", "gpu", "5")
+    with pytest.raises(CommandError, match="no node pool"):
+        call_command("lab_autoscale", "genomics", "batch", "gpu", "1")
+    call_command("lab_autoscale", "physics", "batch", "gpu", "1")
+    until(lab, lambda: NodePool.objects.get(pk=pool.pk).ready == 1)
