@@ -351,7 +351,14 @@ class TraitRuleAdmin(admin.ModelAdmin):
 class FleetSettingsForm(forms.ModelForm):
     class Meta:
         model = FleetSettings
-        fields = ("topology_levels", "cost_unit", "cost_model")
+        fields = (
+            "topology_levels",
+            "cost_unit",
+            "cost_model",
+            "preemption_notice_seconds",
+            "minimum_cleaning",
+            "provisioning_attempts",
+        )
 
     def clean(self):
         data = super().clean()
@@ -360,6 +367,9 @@ class FleetSettingsForm(forms.ModelForm):
                 topology_levels=data.get("topology_levels"),
                 cost_model=data.get("cost_model"),
                 cost_unit=data.get("cost_unit"),
+                preemption_notice_seconds=data.get("preemption_notice_seconds"),
+                minimum_cleaning=data.get("minimum_cleaning"),
+                provisioning_attempts=data.get("provisioning_attempts"),
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
@@ -380,7 +390,13 @@ class FleetSettingsAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         curation.fleet_settings_update(
-            topology_levels=obj.topology_levels, cost_model=obj.cost_model, cost_unit=obj.cost_unit, actor=request.user
+            topology_levels=obj.topology_levels,
+            cost_model=obj.cost_model,
+            cost_unit=obj.cost_unit,
+            preemption_notice_seconds=obj.preemption_notice_seconds,
+            minimum_cleaning=obj.minimum_cleaning,
+            provisioning_attempts=obj.provisioning_attempts,
+            actor=request.user,
         )
 
 

@@ -353,12 +353,46 @@ def trait_rule_delete(rule: TraitRule) -> None:
 # --------------------------------------------------------------------------- fleet settings
 
 
+TENANCY_LIMITS = {"preemption_notice_seconds": (0, 86_400), "provisioning_attempts": (0, 20)}
+CLEANING_MINIMUMS = ("standard", "key_erase")
+
+
+def _tenancy_values(tenancy: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, (low, high) in TENANCY_LIMITS.items():
+        if tenancy.get(name) is None:
+            continue
+        try:
+            number = int(tenancy[name])
+            if isinstance(tenancy[name], float) and number != tenancy[name]:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors[name] = "a whole number"
+            continue
+        if not low <= number <= high:
+            errors[name] = f"between {low} and {high:,}"
+            continue
+        values[name] = number
+    if tenancy.get("minimum_cleaning") is not None:
+        if tenancy["minimum_cleaning"] not in CLEANING_MINIMUMS:
+            errors["minimum_cleaning"] = (
+                "standard (every pool wipes disk metadata) or key_erase (pools may erase the key)"
+            )
+        else:
+            values["minimum_cleaning"] = tenancy["minimum_cleaning"]
+    return values
+
+
 def _fleet_settings_values(
-    *, topology_levels: Sequence[str] | None, cost_model: dict | None, cost_unit: str | None
+    *,
+    topology_levels: Sequence[str] | None,
+    cost_model: dict | None,
+    cost_unit: str | None,
+    tenancy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checked new values; raises ValidationError naming each bad one."""
     errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = _tenancy_values(tenancy or {}, errors)
     if topology_levels is not None:
         try:
             levels = topology.validate_levels(topology_levels)
@@ -397,10 +431,14 @@ def _fleet_settings_values(
 
 
 def fleet_settings_check(
-    *, topology_levels: Sequence[str] | None = None, cost_model: dict | None = None, cost_unit: str | None = None
+    *,
+    topology_levels: Sequence[str] | None = None,
+    cost_model: dict | None = None,
+    cost_unit: str | None = None,
+    **tenancy: Any,
 ) -> None:
     """Raise ValidationError if these settings would be refused (the admin form's clean)."""
-    _fleet_settings_values(topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit)
+    _fleet_settings_values(topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit, tenancy=tenancy)
 
 
 def fleet_settings_update(
@@ -408,15 +446,26 @@ def fleet_settings_update(
     topology_levels: Sequence[str] | None = None,
     cost_model: dict | None = None,
     cost_unit: str | None = None,
+    preemption_notice_seconds: int | None = None,
+    minimum_cleaning: str | None = None,
+    provisioning_attempts: int | None = None,
     actor=None,
 ) -> FleetSettings:
-    """Change the topology levels, the cost model and/or its unit. Levels that would leave a
-    host's location invalid are refused, naming the hosts; a bad weight is named. A changed cost
-    model reclassifies the fleet (costs) after the commit."""
+    """Change the topology levels, the cost model and/or its unit, and the tenancy settings (the
+    pre-emption notice, the least cleaning a pool may choose, how many failed hosts a pool may
+    replace). Levels that would leave a host's location invalid are refused, naming the hosts; a
+    bad weight is named. A changed cost model reclassifies the fleet (costs) after the commit."""
     FleetSettings.load()
+    tenancy = {
+        "preemption_notice_seconds": preemption_notice_seconds,
+        "minimum_cleaning": minimum_cleaning,
+        "provisioning_attempts": provisioning_attempts,
+    }
     with transaction.atomic():
         current = FleetSettings.objects.select_for_update().get(pk=1)
-        values = _fleet_settings_values(topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit)
+        values = _fleet_settings_values(
+            topology_levels=topology_levels, cost_model=cost_model, cost_unit=cost_unit, tenancy=tenancy
+        )
         cost_changed = "cost_model" in values and values["cost_model"] != current.cost_model
         for name, value in values.items():
             setattr(current, name, value)

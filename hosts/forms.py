@@ -281,6 +281,26 @@ class FleetSettingsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "code"}),
         help_text="One “trait = premium” per line, e.g. nvme = 4.",
     )
+    preemption_notice_seconds = forms.IntegerField(
+        label="Pre-emption notice (seconds)",
+        min_value=0,
+        max_value=86_400,
+        help_text="How long a host reclaimed for another tenant's guarantee stays with its pool; "
+        "both tenants see the countdown.",
+    )
+    minimum_cleaning = forms.ChoiceField(
+        label="Least cleaning a node pool may choose",
+        choices=[
+            ("key_erase", "Key erase allowed (encrypted disks: the key is destroyed, ~1 minute)"),
+            ("standard", "Standard only (Ironic wipes disk metadata between tenants)"),
+        ],
+    )
+    provisioning_attempts = forms.IntegerField(
+        label="Replacements per pool",
+        min_value=0,
+        max_value=20,
+        help_text="Hosts a node pool may replace after they fail to provision before it reports a failure.",
+    )
 
     @classmethod
     def initial_from(cls, fleet) -> dict:
@@ -288,6 +308,9 @@ class FleetSettingsForm(forms.Form):
         return {
             "topology_levels": " > ".join(fleet.topology_levels),
             "cost_unit": fleet.cost_unit,
+            "preemption_notice_seconds": fleet.preemption_notice_seconds,
+            "minimum_cleaning": fleet.minimum_cleaning,
+            "provisioning_attempts": fleet.provisioning_attempts,
             **{key: Decimal(model[key]).normalize() for key in _WEIGHTS},
             "per_accelerator": format_prices(model["per_accelerator"]),
             "per_trait": format_prices(model["per_trait"]),

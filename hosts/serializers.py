@@ -415,6 +415,9 @@ class FleetSettingsSerializer(serializers.Serializer):
     topology_levels = serializers.ListField(child=serializers.CharField(), help_text="From the coarsest.")
     cost_unit = serializers.CharField()
     cost_model = serializers.SerializerMethodField()
+    preemption_notice_seconds = serializers.IntegerField()
+    minimum_cleaning = serializers.CharField()
+    provisioning_attempts = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
 
     @extend_schema_field(
@@ -444,3 +447,6 @@ class FleetSettingsUpdateSerializer(StrictSerializer):
     cost_model = serializers.DictField(
         required=False, help_text="Weights: base, per_core, per_gib_ram, per_tb_disk, per_accelerator, per_trait."
     )
+    preemption_notice_seconds = serializers.IntegerField(required=False, min_value=0, max_value=86_400)
+    minimum_cleaning = serializers.ChoiceField(required=False, choices=["standard", "key_erase"])
+    provisioning_attempts = serializers.IntegerField(required=False, min_value=0, max_value=20)

@@ -436,6 +436,9 @@ def fleet_settings(request: HttpRequest) -> HttpResponse:
                 topology_levels=data["topology_levels"],
                 cost_model=form.cost_model_dict(),
                 cost_unit=data["cost_unit"],
+                preemption_notice_seconds=data["preemption_notice_seconds"],
+                minimum_cleaning=data["minimum_cleaning"],
+                provisioning_attempts=data["provisioning_attempts"],
                 actor=request.user,
             )
         except ValidationError as exc:

@@ -509,6 +509,12 @@ def test_fleet_settings_read_by_everyone_changed_by_operators(olga, olga_api, al
         "/api/v1/fleet-settings/", {"cost_unit": "EUR", "cost_model": {"per_core": "2"}}, format="json"
     )
     assert changed.status_code == 200 and changed.json()["cost_unit"] == "EUR"
+    tenancy = olga_api.patch(
+        "/api/v1/fleet-settings/", {"preemption_notice_seconds": 60, "minimum_cleaning": "standard"}, format="json"
+    )
+    assert tenancy.status_code == 200 and tenancy.json()["preemption_notice_seconds"] == 60
+    assert tenancy.json()["minimum_cleaning"] == "standard" and tenancy.json()["provisioning_attempts"] == 3
+    _error(olga_api.patch("/api/v1/fleet-settings/", {"minimum_cleaning": "shred"}, format="json"), 400)
     assert FleetSettings.load().updated_by == olga.email
     assert alice_api.get("/api/v1/hosts/h00000/").json()["cost_unit"] == "EUR"
 

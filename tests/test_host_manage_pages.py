@@ -408,6 +408,9 @@ def _settings_data(**change) -> dict:
         "per_tb_disk": "0",
         "per_accelerator": "",
         "per_trait": "",
+        "preemption_notice_seconds": "120",
+        "minimum_cleaning": "key_erase",
+        "provisioning_attempts": "3",
     }
     data.update(change)
     return data
@@ -453,6 +456,9 @@ def test_settings_change_is_saved_and_reclassifies(olga_client, olga, django_cap
         ({"per_accelerator": "nvidia-a100 40"}, "per_accelerator", "line 1"),
         ({"per_trait": "nvme = -3"}, "per_trait", "not a price"),
         ({"cost_unit": ""}, "cost_unit", "required"),
+        ({"preemption_notice_seconds": "-5"}, "preemption_notice_seconds", "greater than or equal to 0"),
+        ({"provisioning_attempts": "99"}, "provisioning_attempts", "less than or equal to 20"),
+        ({"minimum_cleaning": "shred"}, "minimum_cleaning", "Select a valid choice"),
     ],
 )
 def test_bad_settings_are_refused_by_field(olga_client, change, field, words):
@@ -463,6 +469,19 @@ def test_bad_settings_are_refused_by_field(olga_client, change, field, words):
     assert f'id="id_{field}_error"' in body and words in body
     after = FleetSettings.load()
     assert after.topology_levels == before.topology_levels and after.cost_model == before.cost_model
+
+
+def test_tenancy_settings_are_saved(olga_client):
+    data = _settings_data(preemption_notice_seconds="300", minimum_cleaning="standard", provisioning_attempts="5")
+    response = olga_client.post(reverse("hosts:settings"), data, follow=True)
+    assert response.status_code == 200 and "Fleet settings saved" in response.content.decode()
+    fleet = FleetSettings.load()
+    assert (fleet.preemption_notice_seconds, fleet.minimum_cleaning, fleet.provisioning_attempts) == (
+        300,
+        "standard",
+        5,
+    )
+    assert 'value="300"' in olga_client.get(reverse("hosts:settings")).content.decode()
 
 
 def test_removing_a_level_in_use_is_refused(olga_client):

@@ -308,10 +308,16 @@ def test_admin_rules_and_settings(olga_client):
     )
     assert response.status_code == 302 and TraitRule.objects.filter(name="ok").exists()
     url = reverse("admin:hosts_fleetsettings_change", args=[1])
-    response = olga_client.post(url, {"topology_levels": "site,rack", "cost_unit": "EUR", "cost_model": "{}"})
+    tenancy = {"preemption_notice_seconds": "90", "minimum_cleaning": "key_erase", "provisioning_attempts": "2"}
+    response = olga_client.post(
+        url, {"topology_levels": "site,rack", "cost_unit": "EUR", "cost_model": "{}", **tenancy}
+    )
     assert response.status_code == 200 and "cannot hold" in response.content.decode()
-    response = olga_client.post(url, {"topology_levels": "site,room,row,rack", "cost_unit": "EUR", "cost_model": "{}"})
+    response = olga_client.post(
+        url, {"topology_levels": "site,room,row,rack", "cost_unit": "EUR", "cost_model": "{}", **tenancy}
+    )
     assert response.status_code == 302 and FleetSettings.load().cost_unit == "EUR"
+    assert FleetSettings.load().preemption_notice_seconds == 90
 
 
 def test_classifier_uses_the_default_model_when_the_stored_one_is_unusable(caplog):
