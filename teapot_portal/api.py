@@ -55,11 +55,18 @@ class MeView(APIView):
 
     @extend_schema(responses=MeSerializer, operation_id="me")
     def get(self, request):
+        from tenants.access import token_of
+        from tenants.models import Membership
+
         user = request.user
+        memberships = Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__slug")
+        token = token_of(request)
+        if token is not None and token.tenant_id is not None:  # a tenant token sees its one tenant
+            memberships = memberships.filter(tenant_id=token.tenant_id)
         data = {
             "email": user.email,
             "name": user.get_full_name(),
             "is_operator": user.is_staff,
-            "tenants": [],  # tenants arrive with the tenant self-service issue
+            "tenants": [{"slug": m.tenant.slug, "name": m.tenant.name, "role": m.role} for m in memberships],
         }
         return Response(MeSerializer(data).data)
