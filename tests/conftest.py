@@ -18,6 +18,11 @@ _owned: list[str] = []
 
 
 def pytest_configure(config):
+    # The named people's passwords are hashed cheaply in tests (production keeps Django's
+    # PBKDF2): a fixture making five people would otherwise spend a second and a half hashing.
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The embedded servers are started once per session (the xdist controller starts them,
     # workers find them running) and stopped at the end if this session started them.
     if os.environ.get("PYTEST_XDIST_WORKER") is None:

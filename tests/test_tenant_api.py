@@ -59,12 +59,6 @@ users:
 """
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The people sign in with force_authenticate or tokens here: hash their passwords cheaply.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def scene(world):
     """world + physics/alpha (by alice) with a pool "workers" of 2 general hosts (by dave)."""
