@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -18,8 +18,34 @@ log = logging.getLogger(__name__)
 
 @login_required
 def dashboard(request):
+    """A tenant member lands on their tenant's dashboard (/t/<slug>/); an operator on the fleet
+    and every tenant at a glance; someone in no tenant yet on the welcome page."""
+    from tenants.access import current_tenant
+
+    if not request.user.is_staff:
+        tenant = current_tenant(request)
+        if tenant is not None:
+            return redirect("tenant:dashboard", slug=tenant.slug)
     heartbeat = WorkerHeartbeat.objects.filter(source="beat").first()
-    return render(request, "dashboard.html", {"heartbeat": heartbeat})
+    context = {"heartbeat": heartbeat}
+    if request.user.is_staff:
+        context.update(_operator_summary())
+    return render(request, "dashboard.html", context)
+
+
+def _operator_summary() -> dict:
+    """The fleet's counts and every tenant's clusters and quota use (constant queries)."""
+    from hosts.models import FleetSettings
+    from hosts.views import fleet_counts
+    from tenants.views_operator import tenants_overview
+
+    counts = fleet_counts()
+    return {
+        "fleet": counts,
+        "fleet_states": [(state, n) for state, n in counts["states"] if n],
+        "tenant_rows": tenants_overview(),
+        "unit": FleetSettings.load().cost_unit,
+    }
 
 
 @require_GET
