@@ -36,6 +36,7 @@ from tenants.audit import audit_record
 from tenants.models import (
     CLUSTER_NAME_MAX,
     POOL_NAME_MAX,
+    RESERVED_NAMES,
     TENANT_SLUG,
     Cluster,
     KubernetesVersion,
@@ -60,6 +61,8 @@ def _name(value: str, field: str, max_length: int, what: str) -> str:
         TENANT_SLUG(value)
     except ValidationError as exc:
         raise ValidationError({field: exc.messages[0]}) from exc
+    if value in RESERVED_NAMES:
+        raise ValidationError({field: f"{value!r} is a word the pages' addresses use; choose another."})
     return value
 
 

@@ -13,11 +13,10 @@ from django.utils import timezone
 
 from hosts.allocator import PACK, SPREAD, Policy, PolicyError
 from tenants.models import CLUSTER_NAME_MAX, POOL_NAME_MAX, TENANT_SLUG_MAX, Cluster, NodePool, Role
+from tenants.models import RESERVED_NAMES as RESERVED_SLUGS  # URL segments under /t/ that are not tenants
 
 MUST, PREFER = "must", "prefer"
 FIXED, AUTOSCALE = "fixed", "autoscale"
-# URL segments under /t/ that are not tenants: a tenant with such a slug could never be reached.
-RESERVED_SLUGS = frozenset({"operator", "switch", "static", "new"})
 ADDON_HELP = {
     Cluster.Addon.KUBEVIRT: "Run virtual machines next to containers; the nodes expose their hardware virtualisation.",
     Cluster.Addon.KATA: "Run untrusted pods in lightweight VMs (runtime class “kata”) for stronger isolation.",

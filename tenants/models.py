@@ -128,6 +128,9 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 DNS_LABEL_MESSAGE = "Lowercase letters, digits and '-', starting and ending with a letter or digit."
 TENANT_SLUG = RegexValidator(DNS_LABEL, DNS_LABEL_MESSAGE)
 TENANT_SLUG_MAX, CLUSTER_NAME_MAX, POOL_NAME_MAX = 20, 20, 12
+# Path segments the pages use next to a tenant slug, a cluster or a pool name (/t/operator/,
+# /t/<slug>/clusters/new/, …/pools/preview/): no tenant, cluster or pool may be named so.
+RESERVED_NAMES = frozenset({"operator", "switch", "static", "new", "preview"})
 
 
 class Role(models.TextChoices):

@@ -79,7 +79,7 @@ def _tenant_snapshot(tenant) -> dict:
 def tenant_create(*, slug: str, name: str, description: str = "", priority: int = 0, actor=None):
     """A department (operators only: the views check). Quotas and members come next."""
     from tenants.audit import audit_record
-    from tenants.models import TENANT_SLUG, TENANT_SLUG_MAX, Tenant
+    from tenants.models import RESERVED_NAMES, TENANT_SLUG, TENANT_SLUG_MAX, Tenant
 
     slug = (slug or "").strip().lower()
     name = (name or "").strip()
@@ -91,6 +91,8 @@ def tenant_create(*, slug: str, name: str, description: str = "", priority: int 
         TENANT_SLUG(slug)
     except ValidationError as exc:
         raise ValidationError({"slug": exc.messages[0]}) from exc
+    if slug in RESERVED_NAMES:
+        raise ValidationError({"slug": f"{slug!r} is a word the pages' addresses use; choose another."})
     if not name:
         raise ValidationError({"name": "Give the tenant a name, e.g. Physics."})
     try:

@@ -72,7 +72,9 @@ ALL_METHODS = ("get", "post", "put", "patch", "delete")
 def _patterns(patterns=None, namespace=""):
     for entry in patterns if patterns is not None else get_resolver().url_patterns:
         if isinstance(entry, URLResolver):
-            inner = f"{namespace}:{entry.namespace}" if namespace and entry.namespace else (entry.namespace or namespace)
+            inner = (
+                f"{namespace}:{entry.namespace}" if namespace and entry.namespace else (entry.namespace or namespace)
+            )
             yield from _patterns(entry.url_patterns, inner)
         elif isinstance(entry, URLPattern) and entry.name:
             yield (f"{namespace}:{entry.name}" if namespace else entry.name), entry
@@ -222,3 +224,15 @@ def test_a_tenant_token_sees_only_its_tenant(physics):
     listed = client.get("/api/v1/tenants/").json()
     slugs = [t["slug"] for t in (listed["results"] if isinstance(listed, dict) else listed)]
     assert slugs == ["genomics"]
+
+
+@pytest.mark.parametrize("word", ["operator", "switch", "new", "preview"])
+def test_names_the_addresses_use_are_refused(world, word):
+    from django.core.exceptions import ValidationError
+
+    from tenants.services import tenant_create
+
+    with pytest.raises(ValidationError, match="addresses use"):
+        tenant_create(slug=word, name="X", actor=world.olga)
+    with pytest.raises(ValidationError, match="addresses use"):
+        cluster_create(tenant=world.physics, name=word, actor=world.alice)
