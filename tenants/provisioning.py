@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from hosts.curation import hosts_set_maintenance
@@ -321,7 +321,7 @@ def _follow(gw: Gateway, pool: NodePool, held: list[PoolHost], view: _View, sett
                 actor=None,
             )
             _end(ph, PoolHost.State.FAILED, f"Failed to provision: {error}")
-            NodePool.objects.filter(pk=pool.pk).update(replacements=pool.replacements + 1)
+            NodePool.objects.filter(pk=pool.pk).update(replacements=F("replacements") + 1)
             pool.replacements += 1
             audit_record(
                 actor=None,
@@ -400,12 +400,15 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
         key_erase = pool.cleaning == NodePool.Cleaning.KEY_ERASE
         claims = []
         selection = None
-        for count in range(take, 0, -1):  # as many as the fleet has, the policy holding for each batch
+        count = take
+        while count > 0:  # as many as the fleet has, the policy holding for each batch
             selection, claims = hosts_claim(
                 requirement, count, policy, holder=pool.holder, tenant=tenant.slug, key_erase=key_erase
             )
             if claims:
                 break
+            # Fewer free hosts than asked: try what there is; the policy may still cost one more step down.
+            count = min(count - 1, selection.free)
         guaranteed_left = budget.guaranteed_room
         now = timezone.now()
         for claim in claims:
