@@ -33,6 +33,23 @@ class ApiTokenForm(forms.Form):
         help_text="Leave empty for a token that does not expire.",
     )
 
+    tenant = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="All my tenants",
+        label="Only for",
+        help_text="A token for one tenant cannot see or touch any other (automation for one department).",
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from tenants.models import Tenant
+
+        self.fields["tenant"].queryset = (
+            Tenant.objects.visible_to(user).order_by("slug") if user is not None else Tenant.objects.none()
+        )
+        self.fields["tenant"].to_field_name = "slug"
+
     def expires_at(self):
         days = self.cleaned_data.get("expires_in_days")
         return timezone.now() + timedelta(days=days) if days else None

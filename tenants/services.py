@@ -17,8 +17,16 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX = "tpt_"  # noqa: S105 (a recognisable prefix, not a secret)
 
 
-def api_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
-    """Create a token for ``user``. Returns the row and the plaintext, which is never stored."""
+def api_token_create(*, user: User, name: str, expires_at: datetime | None = None, tenant=None) -> tuple[ApiToken, str]:
+    """Create a token for ``user``. Returns the row and the plaintext, which is never stored.
+
+    With ``tenant`` the token acts only within that tenant (automation for one department): it
+    must be one the user may see (a member's, or any for an operator)."""
+    if tenant is not None:
+        from tenants.models import Tenant
+
+        if not Tenant.objects.visible_to(user).filter(pk=tenant.pk).exists():
+            raise ValidationError({"tenant": "You can only scope a token to a tenant you belong to."})
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "Give the token a name, e.g. 'CI pipeline'."})
@@ -35,10 +43,14 @@ def api_token_create(*, user: User, name: str, expires_at: datetime | None = Non
                 prefix=plaintext[:12],
                 key_hash=hash_token(plaintext),
                 expires_at=expires_at,
+                tenant=tenant,
             )
     except IntegrityError as exc:
         raise ValidationError({"name": "You already have an active token with this name."}) from exc
-    log.info("api token created", extra={"user_id": user.pk, "token_id": token.pk})
+    log.info(
+        "api token created",
+        extra={"user_id": user.pk, "token_id": token.pk, "tenant": tenant.slug if tenant is not None else ""},
+    )
     return token, plaintext
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from datetime import timedelta
@@ -10,7 +11,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from tenants.models import ApiToken
 from tenants.services import api_token_create
@@ -117,3 +120,32 @@ def test_last_used_is_recorded_at_most_once_a_minute(alice, client, django_asser
     client.get("/api/v1/me/", headers={"Authorization": f"Token {plaintext}"})
     token.refresh_from_db()
     assert token.last_used_at == first
+
+
+@pytest.mark.django_db
+def test_a_member_scopes_a_token_to_one_tenant(client, world):
+    client.force_login(world.alice)
+    assert "Only for" in client.get(reverse("tenants:profile")).content.decode()
+    response = client.post(reverse("tenants:token_create"), {"name": "physics CI", "tenant": "physics"})
+    assert response.status_code == 200
+    token = ApiToken.objects.get(name="physics CI")
+    assert token.tenant == world.physics
+    plaintext = re.search(r'value="(tpt_[^"]+)"', response.content.decode()).group(1)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {plaintext}")
+    assert [t["slug"] for t in api.get("/api/v1/me/").json()["tenants"]] == ["physics"]
+    # A tenant she does not belong to cannot be chosen.
+    refused = client.post(reverse("tenants:token_create"), {"name": "sneaky", "tenant": "genomics"})
+    assert refused.status_code == 400 and not ApiToken.objects.filter(name="sneaky").exists()
+
+
+@pytest.mark.django_db
+def test_the_command_creates_a_tenant_token(world):
+    out = io.StringIO()
+    call_command("create_api_token", "alice@physics.example", "--name", "ci", "--tenant", "physics", stdout=out)
+    assert out.getvalue().startswith("tpt_")
+    assert ApiToken.objects.get(name="ci").tenant == world.physics
+    with pytest.raises(CommandError, match="No tenant"):
+        call_command("create_api_token", "alice@physics.example", "--name", "ci2", "--tenant", "nope")
+    with pytest.raises(CommandError, match="belong to"):
+        call_command("create_api_token", "carol@genomics.example", "--name", "ci3", "--tenant", "physics")
