@@ -4,25 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0007_accelerator_index'),
+        ("hosts", "0007_accelerator_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='fleetsettings',
-            name='minimum_cleaning',
-            field=models.CharField(choices=[('standard', 'Standard'), ('key_erase', 'Key erase allowed')], default='key_erase', help_text="The least cleaning a node pool may choose: 'standard' forbids key-erase-only pools.", max_length=16),
+            model_name="fleetsettings",
+            name="minimum_cleaning",
+            field=models.CharField(
+                choices=[("standard", "Standard"), ("key_erase", "Key erase allowed")],
+                default="key_erase",
+                help_text="The least cleaning a node pool may choose: 'standard' forbids key-erase-only pools.",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='fleetsettings',
-            name='preemption_notice_seconds',
-            field=models.PositiveIntegerField(default=120, help_text="How long a pre-empted host stays with its pool (shown on both tenants' pages) before it goes."),
+            model_name="fleetsettings",
+            name="preemption_notice_seconds",
+            field=models.PositiveIntegerField(
+                default=120,
+                help_text="How long a pre-empted host stays with its pool (shown on both tenants' pages) before it goes.",
+            ),
         ),
         migrations.AddField(
-            model_name='fleetsettings',
-            name='provisioning_attempts',
-            field=models.PositiveSmallIntegerField(default=3, help_text='Hosts a node pool may replace after they fail to provision, before the pool reports a failure.'),
+            model_name="fleetsettings",
+            name="provisioning_attempts",
+            field=models.PositiveSmallIntegerField(
+                default=3,
+                help_text="Hosts a node pool may replace after they fail to provision, before the pool reports a failure.",
+            ),
         ),
     ]
