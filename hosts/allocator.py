@@ -282,6 +282,29 @@ class _Rules:
     cap: int | None  # hard maximum per bucket of ``level``
     soft: str | None  # SPREAD, PACK or None
     depth: int  # how many path values a host needs to be eligible
+    # Hosts the caller already holds under this policy (a pool growing): per bucket of ``level``
+    # how many count against the cap, and the bucket of ``together`` they are all in.
+    held: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+    anchor: tuple[str, ...] | None = None
+
+    def room(self, key: tuple[str, ...]) -> int:
+        """How many more hosts bucket ``key`` of the cap level takes."""
+        return max(0, self.cap - self.held.get(key, 0))
+
+    def holding(self, occupied: Mapping[tuple[str, ...], int] | None) -> _Rules:
+        """These rules with ``occupied`` (location path -> hosts already held) counted."""
+        if not occupied:
+            return self
+        from dataclasses import replace
+
+        held: dict[tuple[str, ...], int] = defaultdict(int)
+        anchors = set()
+        for path, count in occupied.items():
+            if self.level is not None and self.cap is not None and len(path) > self.level:
+                held[tuple(path[: self.level + 1])] += count
+            if self.together is not None and len(path) > self.together:
+                anchors.add(tuple(path[: self.together + 1]))
+        return replace(self, held=dict(held), anchor=anchors.pop() if len(anchors) == 1 else None)
 
     @classmethod
     def of(cls, policy: Policy, levels: Sequence[str]) -> _Rules:
@@ -550,9 +573,13 @@ def _solve(groups: list[Group], k: int, rules: _Rules, scope: tuple[str, ...]) -
     for group in groups:
         by_bucket[group.path[:cut] if len(group.path) >= cut else _UNCOUNTED].append(group)
     keys = sorted(by_bucket, key=lambda key: (key is None, key or ()))
-    limit = min(rules.cap, k) if rules.cap is not None else k
     buckets = [
-        _Bucket(key, _sequence(by_bucket[key], k if key is None else limit), counted=key is not None) for key in keys
+        _Bucket(
+            key,
+            _sequence(by_bucket[key], k if key is None or rules.cap is None else min(rules.room(key), k)),
+            counted=key is not None,
+        )
+        for key in keys
     ]
     # Step 3: the marginal cost c*, the slots below it (forced) and at it (free to choose).
     per_cost: dict[Decimal, int] = defaultdict(int)
@@ -630,7 +657,8 @@ def _capacity(groups: list[Group], rules: _Rules) -> tuple[int, int]:
         key = group.path[: rules.level + 1] if len(group.path) > rules.level else None
         per_bucket[key] += group.size
     uncounted = per_bucket.pop(None, 0)
-    return uncounted + sum(min(rules.cap, n) for n in per_bucket.values()), len(per_bucket)
+    open_buckets = {key: n for key, n in per_bucket.items() if rules.room(key)}
+    return uncounted + sum(min(rules.room(key), n) for key, n in open_buckets.items()), len(open_buckets)
 
 
 def _explain_caps(
@@ -713,6 +741,7 @@ def allocate(
     what: str = "matching host",
     unavailable: Mapping[str, int] | None = None,
     unmatched_reasons: Sequence[str] = (),
+    occupied: Mapping[tuple[str, ...], int] | None = None,
 ) -> Allocation:
     """The k candidates of least total cost satisfying ``policy`` (see the module docstring).
 
@@ -732,6 +761,7 @@ def allocate(
         what=what,
         unavailable=unavailable,
         unmatched_reasons=unmatched_reasons,
+        occupied=occupied,
     )
 
 
@@ -744,13 +774,18 @@ def allocate_groups(
     what: str = "matching host",
     unavailable: Mapping[str, int] | None = None,
     unmatched_reasons: Sequence[str] = (),
+    occupied: Mapping[tuple[str, ...], int] | None = None,
 ) -> Allocation:
     """:func:`allocate` on candidates already grouped (each group's members by id, at least
-    min(size, k) of them) — for a database layer that groups with a GROUP BY."""
+    min(size, k) of them) — for a database layer that groups with a GROUP BY.
+
+    ``occupied``: hosts the caller already holds under this policy, by location path (a node
+    pool growing). They count against the hard caps (at most N per bucket) and pin "all in one
+    bucket" to theirs; soft rules are judged on the new hosts alone."""
     if k < 1:
         raise ValueError("ask for at least one host")
     policy = (policy or Policy()).validate(levels)
-    rules = _Rules.of(policy, levels)
+    rules = _Rules.of(policy, levels).holding(occupied)
     groups = sorted(groups, key=lambda g: (g.cost, g.handoff, g.path))
     for group in groups:
         if group.size < 1 or len(group.members) < min(group.size, k):
@@ -800,6 +835,16 @@ def allocate_groups(
         scopes = defaultdict(list)
         for group in eligible:
             scopes[group.path[: rules.together + 1]].append(group)
+        if rules.anchor is not None:
+            if rules.anchor not in scopes:
+                level = levels[rules.together]
+                message = (
+                    f"the hosts already held are in {label(rules.anchor, levels)}, which has no free {what}; "
+                    f"all must be in one {level}"
+                )
+                data = {"needed": k, "level": level, "held_in": label(rules.anchor, levels), "unplaced": unplaced}
+                return fail(Explanation("together", message, data))
+            scopes = {rules.anchor: scopes[rules.anchor]}
     best: _Result | None = None
     # Scopes in the order of a lower bound on their cost (the k cheapest, caps ignored): a scope
     # whose bound exceeds the best cost found cannot win, nor can any after it.

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -339,11 +339,13 @@ def hosts_select(
     levels: Sequence[str] | None = None,
     exclude: Iterable[int] = (),
     key_erase: bool = False,
+    occupied: Mapping[tuple[str, ...], int] | None = None,
 ) -> Selection:
     """The cheapest ``count`` free hosts meeting ``requirement`` under ``policy`` — nothing is
     claimed. ``exclude``: host ids to leave out (the claim's retries count them as in use).
     ``key_erase``: only hosts whose disks can be handed over by erasing the key (a pool whose
-    cleaning policy is key erase)."""
+    cleaning policy is key erase). ``occupied``: hosts the caller already holds under this
+    policy, by location path — they count against its hard rules (a node pool growing)."""
     if count < 1:
         raise ValueError("ask for at least one host")
     levels = list(levels if levels is not None else FleetSettings.load().topology_levels)
@@ -359,6 +361,7 @@ def hosts_select(
         what=what_of(requirement),
         unavailable=unavailable,
         unmatched_reasons=reasons,
+        occupied=occupied,
     )
     names = dict(Host.objects.filter(pk__in=[c.id for c in allocation.chosen]).values_list("id", "name"))
     hosts = [
@@ -399,6 +402,7 @@ def hosts_claim(
     tenant: str = "",
     levels: Sequence[str] | None = None,
     key_erase: bool = False,
+    occupied: Mapping[tuple[str, ...], int] | None = None,
 ) -> tuple[Selection, list[HostClaim]]:
     """Select and claim in one transaction (see the module docstring). Returns the selection
     and the claims (none when it is infeasible: the selection's explanation says why)."""
@@ -409,7 +413,13 @@ def hosts_claim(
         try:
             with transaction.atomic():
                 selection = hosts_select(
-                    requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase
+                    requirement,
+                    count,
+                    policy,
+                    levels=levels,
+                    exclude=skipped,
+                    key_erase=key_erase,
+                    occupied=occupied,
                 )
                 if not selection.feasible:
                     return selection, []
@@ -432,7 +442,10 @@ def hosts_claim(
         except IntegrityError:
             log.info("host claim raced another; selecting again", extra={"holder": holder})
     # Every attempt lost a race: answer with what is free now, claiming nothing.
-    return hosts_select(requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase), []
+    final = hosts_select(
+        requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase, occupied=occupied
+    )
+    return final, []
 
 
 def claims_release(*, holder: str, host_ids: Iterable[int] | None = None) -> int:

@@ -398,12 +398,19 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
             return f"The pool's requirement cannot be used: {exc}"
         policy = _policy(pool)
         key_erase = pool.cleaning == NodePool.Cleaning.KEY_ERASE
+        occupied = _occupied(pool)
         claims = []
         selection = None
         count = take
         while count > 0:  # as many as the fleet has, the policy holding for each batch
             selection, claims = hosts_claim(
-                requirement, count, policy, holder=pool.holder, tenant=tenant.slug, key_erase=key_erase
+                requirement,
+                count,
+                policy,
+                holder=pool.holder,
+                tenant=tenant.slug,
+                key_erase=key_erase,
+                occupied=occupied,
             )
             if claims:
                 break
@@ -437,6 +444,23 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
         if noticed:
             return f"{noticed} host(s) pre-empted from other pools to honour {tenant.slug}'s guarantee; handed over after the notice."
         return f"Waiting for capacity: {short} more host(s) wanted. {why}".strip()
+
+
+def _occupied(pool: NodePool) -> dict[tuple[str, ...], int]:
+    """Where the pool's hosts already are (location paths along the fleet's levels): a pool
+    that grows keeps its placement policy's hard rules across every host it holds."""
+    levels = FleetSettings.load().topology_levels
+    occupied: dict[tuple[str, ...], int] = {}
+    held = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True)
+    for location in held.values_list("host__location", flat=True):
+        path = []
+        for level in levels:
+            value = (location or {}).get(level)
+            if not value:
+                break
+            path.append(str(value))
+        occupied[tuple(path)] = occupied.get(tuple(path), 0) + 1
+    return occupied
 
 
 def _policy(pool: NodePool):

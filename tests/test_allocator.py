@@ -506,3 +506,43 @@ def test_ten_thousand_hosts_in_fifty_groups():
     assert allocation.feasible and len(allocation.chosen) == 8
     assert len({c.path for c in allocation.chosen}) == 8
     assert allocation.cost == 8 * Decimal("1.5")
+
+
+def random_growth(seed: int):
+    """A problem plus hosts already held (a pool growing), all placed to the finest level and,
+    when the policy keeps hosts together, all in one bucket."""
+    rng = random.Random(seed)
+    levels, pool, k, policy = random_problem(rng)
+    places = sorted({c.path for c in pool if len(c.path) == len(levels)})
+    if not places:
+        return levels, pool, k, policy, {}
+    together = levels.index(policy.together_level) if policy.together_level else None
+    if policy.mode == "pack" and policy.hard:
+        together = levels.index(policy.level)
+    first = rng.choice(places)
+    if together is not None:
+        places = [p for p in places if p[: together + 1] == first[: together + 1]]
+    occupied: Counter = Counter()
+    for _ in range(rng.randint(1, 3)):  # held hosts keep the hard rules themselves
+        path = rng.choice(places)
+        held = [Candidate(-j, "", Decimal(0), 0, p) for j, p in enumerate([*occupied.elements(), path], 1)]
+        if hard_ok(held, policy, levels):
+            occupied[path] += 1
+    return levels, pool, k, policy, dict(occupied)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**64).map(random_growth))
+def test_hosts_already_held_count_against_the_hard_rules(problem):
+    levels, pool, k, policy, occupied = problem
+    note(f"levels={levels} k={k} policy={policy!r} occupied={occupied}\npool={pool!r}")
+    held = [Candidate(-i, f"held{i}", Decimal(0), 0, path) for i, path in enumerate(Counter(occupied).elements(), 1)]
+    allocation = allocate(pool, k, policy, levels, occupied=occupied)
+    candidates = [s for s in itertools.combinations(pool, k) if hard_ok(list(s) + held, policy, levels)]
+    best = min((objective(s, policy, levels) for s in candidates), default=None)
+    assert allocation.feasible == (best is not None)
+    if best is None:
+        assert allocation.explanation is not None and allocation.explanation.message
+        return
+    assert hard_ok(list(allocation.chosen) + held, policy, levels)
+    assert allocation.cost == best[0]  # still the least total cost

@@ -282,3 +282,26 @@ def test_lab_autoscale_is_the_autoscaler_asking(world, lab, settings):
         call_command("lab_autoscale", "genomics", "batch", "gpu", "1")
     call_command("lab_autoscale", "physics", "batch", "gpu", "1")
     until(lab, lambda: NodePool.objects.get(pk=pool.pk).ready == 1)
+
+
+def test_a_growing_pool_keeps_its_hard_spread_across_all_its_hosts(world, lab):
+    cluster = cluster_create(tenant=world.physics, name="vision", actor=world.alice)
+    pool = node_pool_create(
+        cluster=cluster,
+        name="cpu",
+        quota_class="general",
+        image=world.image,
+        replicas=2,
+        policy={"mode": "spread", "level": "rack", "hard": True},
+        actor=world.alice,
+    )
+    lab.reconcile(1, 60)
+    node_pool_scale(pool=pool, replicas=3, actor=world.alice)
+    lab.reconcile(1, 60)
+    racks = [ph.host.location["rack"] for ph in pool_hosts(pool)]
+    assert len(racks) == 3 and len(set(racks)) == 3  # one per rack, the first two included
+    node_pool_scale(pool=pool, replicas=4, actor=world.alice)  # a fourth host, but only three racks
+    lab.reconcile(1, 60)
+    pool.refresh_from_db()
+    assert len(pool_hosts(pool)) == 3
+    assert "Waiting for capacity" in pool.message and "rack" in pool.message
