@@ -315,6 +315,11 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Clusters and node pools: every live one reconciled (allocate, label, apply, follow, release,
     # pre-empt after notice). Services also queue a reconcile after each change.
     "tenants-reconcile": {"task": "teapot.tenants.reconcile", "schedule": 10.0, "options": {"expires": 10}},
+    "tenants-purge-idempotency-keys": {
+        "task": "teapot.tenants.purge-idempotency-keys",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE

@@ -67,3 +67,21 @@ def reconcile_all_task() -> dict:
         if not mine:
             return {"skipped": True}
         return reconcile_all()
+
+
+@shared_task(name="teapot.tenants.purge-idempotency-keys", ignore_result=True)
+def idempotency_keys_purge_task() -> int:
+    """Delete every idempotency key past its 24 hours (the API also purges a user's own when they
+    send a key; this catches users who never come back)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tenants.models import IDEMPOTENCY_TTL_HOURS, IdempotencyKey
+
+    deleted, _ = IdempotencyKey.objects.filter(
+        created_at__lt=timezone.now() - timedelta(hours=IDEMPOTENCY_TTL_HOURS)
+    ).delete()
+    if deleted:
+        log.info("idempotency keys purged", extra={"deleted": deleted})
+    return deleted

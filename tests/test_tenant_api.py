@@ -1002,3 +1002,20 @@ def test_responses_match_the_schema(scene, alice_client):
     jsonschema.validate(olga.get(f"{API}/capacity/").json(), capacity)
     error = _resolve(components["Error"], components)
     jsonschema.validate(alice.post(f"{PHYSICS}/clusters/", {"name": "alpha"}, format="json").json(), error)
+
+
+def test_expired_idempotency_keys_are_purged_every_hour(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tenants.models import IdempotencyKey
+    from tenants.tasks import idempotency_keys_purge_task
+
+    old = timezone.now() - timedelta(hours=25)
+    for key, at in (("old", old), ("new", timezone.now())):
+        IdempotencyKey.objects.create(
+            user=world.alice, key=key, method="POST", path="/x", fingerprint="f", response_status=201, created_at=at
+        )
+    assert idempotency_keys_purge_task() == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
