@@ -299,12 +299,12 @@ def test_enrolments_keep_polling_while_an_applied_host_is_inspecting(olga_client
 
 
 def test_enrolments_filter_by_batch_and_state(olga_client):
-    a, b = _enrolment("a1"), _enrolment("b1", state="failed")
-    _enrolment("c1")
+    a, b = _enrolment("alpha-1"), _enrolment("bravo-1", state="failed")
+    _enrolment("charlie-1")
     body = olga_client.get(reverse("hosts:enrolments") + f"?ids={a.pk},{b.pk}").content.decode()
-    assert "a1" in body and "b1" in body and "c1" not in body and "in this batch" in body
+    assert "alpha-1" in body and "bravo-1" in body and "charlie-1" not in body and "in this batch" in body
     body = olga_client.get(reverse("hosts:enrolments") + "?state=failed").content.decode()
-    assert "b1" in body and "a1" not in body
+    assert "bravo-1" in body and "alpha-1" not in body
 
 
 def test_enrolments_page_is_paginated_and_needs_few_queries(olga_client, django_assert_max_num_queries):
