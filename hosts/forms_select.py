@@ -14,6 +14,20 @@ from hosts.serializers_select import MAX_COUNT
 MUST, PREFER = "must", "prefer"
 
 
+def placement_policy(*, mode, level, hard, max_per_bucket, levels: Sequence[str], together_level=None) -> Policy:
+    """A placement policy from form fields (the select page's, the node-pool form's): raises
+    :class:`hosts.allocator.PolicyError`."""
+    mode = mode or None
+    return Policy(
+        mode=mode,
+        # A level qualifies a mode or a cap: left set after both are cleared, it means nothing.
+        level=(level or None) if mode or max_per_bucket else None,
+        hard=mode is not None and hard == MUST,  # must/prefer qualifies a mode
+        max_per_bucket=max_per_bucket,
+        together_level=together_level or None,
+    ).validate(levels)
+
+
 class SelectionForm(forms.Form):
     flavour = forms.CharField(
         required=False,
@@ -65,13 +79,11 @@ class SelectionForm(forms.Form):
     def policy(self) -> Policy:
         """The placement policy (raises :class:`hosts.allocator.PolicyError`); call after is_valid()."""
         data = self.cleaned_data
-        mode = data.get("mode") or None
-        cap = data.get("max_per_bucket")
-        return Policy(
-            mode=mode,
-            # A level qualifies a mode or a cap: left set after both are cleared, it means nothing.
-            level=(data.get("level") or None) if mode or cap else None,
-            hard=mode is not None and data.get("hard") == MUST,  # must/prefer qualifies a mode
-            max_per_bucket=cap,
-            together_level=data.get("together_level") or None,
-        ).validate(self.levels)
+        return placement_policy(
+            mode=data.get("mode"),
+            level=data.get("level"),
+            hard=data.get("hard"),
+            max_per_bucket=data.get("max_per_bucket"),
+            together_level=data.get("together_level"),
+            levels=self.levels,
+        )

@@ -14,6 +14,7 @@ one is newly chosen, and the selection's own few GROUP BY queries — nothing pe
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
-from hosts.allocator import PolicyError
+from hosts.allocator import Policy, PolicyError
 from hosts.flavours import InputError, flavour_by_name
 from hosts.forms_select import SelectionForm
 from hosts.models import Flavour, FleetSettings
@@ -118,28 +119,34 @@ def selection_preview(form: SelectionForm, *, cost_unit: str, flavour_error: str
     except PolicyError as exc:
         preview["errors"].append(f"Placement: {exc}")
         return preview
-    count = form.cleaned_data["count"]
-    selection = hosts_select(requirement, count, policy, levels=form.levels)
-    data = selection_data(selection, cost_unit)
-    hosts = sorted(data["hosts"], key=lambda h: (_location_path(h["location"], form.levels), h["name"]))
-    for host in hosts:
-        host["path"] = _location_path(host["location"], form.levels)
     preview.update(
-        {
-            "selection": data,
-            "count": count,
-            "policy_description": data["policy_description"],
-            "hosts": hosts[:SHOWN_HOSTS],
-            # Hosts are handed over in parallel: the slowest one decides when all are ready.
-            "handoff_max": max((h["handoff_seconds"] for h in hosts), default=0),
-            "more_hosts": max(0, len(hosts) - SHOWN_HOSTS),
-            "chart": _chart_rows(hosts, form.levels),
-            "chart_by_place": len(hosts) > SHOWN_HOSTS,
-            "availability": _availability(data["matching"], data["free"], data["unavailable"]),
-            "levels": " › ".join(form.levels),
-        }
+        selection_result(requirement, form.cleaned_data["count"], policy, levels=form.levels, cost_unit=cost_unit)
     )
     return preview
+
+
+def selection_result(
+    requirement: Requirement, count: int, policy: Policy, *, levels: Sequence[str], cost_unit: str
+) -> dict[str, Any]:
+    """The preview fragment's answer for a valid requirement, count and policy (the select page
+    and the node-pool form share it)."""
+    data = selection_data(hosts_select(requirement, count, policy, levels=levels), cost_unit)
+    hosts = sorted(data["hosts"], key=lambda h: (_location_path(h["location"], levels), h["name"]))
+    for host in hosts:
+        host["path"] = _location_path(host["location"], levels)
+    return {
+        "selection": data,
+        "count": count,
+        "policy_description": data["policy_description"],
+        "hosts": hosts[:SHOWN_HOSTS],
+        # Hosts are handed over in parallel: the slowest one decides when all are ready.
+        "handoff_max": max((h["handoff_seconds"] for h in hosts), default=0),
+        "more_hosts": max(0, len(hosts) - SHOWN_HOSTS),
+        "chart": _chart_rows(hosts, levels),
+        "chart_by_place": len(hosts) > SHOWN_HOSTS,
+        "availability": _availability(data["matching"], data["free"], data["unavailable"]),
+        "levels": " › ".join(levels),
+    }
 
 
 def _apply_flavour(data: QueryDict) -> tuple[QueryDict, bool, str]:

@@ -12,10 +12,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from hosts.allocator import PACK, SPREAD, Policy, PolicyError
+from hosts.forms_select import MUST, PREFER, placement_policy
 from tenants.models import CLUSTER_NAME_MAX, POOL_NAME_MAX, TENANT_SLUG_MAX, Cluster, NodePool, Role
 from tenants.models import RESERVED_NAMES as RESERVED_SLUGS  # URL segments under /t/ that are not tenants
 
-MUST, PREFER = "must", "prefer"
 FIXED, AUTOSCALE = "fixed", "autoscale"
 ADDON_HELP = {
     Cluster.Addon.KUBEVIRT: "Run virtual machines next to containers; the nodes expose their hardware virtualisation.",
@@ -240,14 +240,13 @@ class NodePoolForm(SizeFormMixin, forms.Form):
 
     def policy(self) -> Policy:
         data = self.cleaned_data
-        mode = data.get("mode") or None
-        cap = data.get("max_per_bucket")
-        return Policy(
-            mode=mode,
-            level=(data.get("level") or None) if mode or cap else None,
-            hard=mode is not None and data.get("hard") == MUST,
-            max_per_bucket=cap,
-        ).validate(self.levels)
+        return placement_policy(
+            mode=data.get("mode"),
+            level=data.get("level"),
+            hard=data.get("hard"),
+            max_per_bucket=data.get("max_per_bucket"),
+            levels=self.levels,
+        )
 
     def service_values(self) -> dict:
         data = self.cleaned_data

@@ -767,9 +767,10 @@ def pool_preview(
     """What the preview fragment shows for the node pool form as typed so far (never raises):
     the same shape as the selection preview (hosts.views_select.selection_preview), for the
     class's requirement merged with the pool's extra one."""
+    from hosts.forms_select import placement_policy
     from hosts.selection import hosts_select
     from hosts.serializers_select import selection_data
-    from hosts.views_select import SHOWN_HOSTS, _availability, _chart_rows, _location_path
+    from hosts.views_select import _availability, selection_result
 
     preview: dict[str, Any] = {"unit": unit, "errors": [], "notes": []}
     by_name = {k.name: k for k in classes}
@@ -796,15 +797,14 @@ def pool_preview(
     if count is None:
         preview["errors"].append("Size: a whole number from 0 to 500.")
         return preview
-    mode = data.get("mode") or None
-    cap = number("max_per_bucket") or None
     try:
-        policy = Policy(
-            mode=mode,
-            level=(data.get("level") or None) if mode or cap else None,
-            hard=mode is not None and data.get("hard") == "must",
-            max_per_bucket=cap,
-        ).validate(levels)
+        policy = placement_policy(
+            mode=data.get("mode"),
+            level=data.get("level"),
+            hard=data.get("hard"),
+            max_per_bucket=number("max_per_bucket") or None,
+            levels=levels,
+        )
     except PolicyError as exc:
         preview["errors"].append(f"Placement: {exc}")
         return preview
@@ -826,25 +826,7 @@ def pool_preview(
         preview.update({"selection": data_, "count": 0, "hosts": [], "chart": [], "handoff_max": 0})
         preview["availability"] = _availability(data_["matching"], data_["free"], data_["unavailable"])
         return preview
-    selection = hosts_select(requirement, count, policy, levels=levels)
-    data_ = selection_data(selection, unit)
-    hosts = sorted(data_["hosts"], key=lambda h: (_location_path(h["location"], levels), h["name"]))
-    for host in hosts:
-        host["path"] = _location_path(host["location"], levels)
-    preview.update(
-        {
-            "selection": data_,
-            "count": count,
-            "policy_description": data_["policy_description"],
-            "hosts": hosts[:SHOWN_HOSTS],
-            "handoff_max": max((h["handoff_seconds"] for h in hosts), default=0),
-            "more_hosts": max(0, len(hosts) - SHOWN_HOSTS),
-            "chart": _chart_rows(hosts, levels),
-            "chart_by_place": len(hosts) > SHOWN_HOSTS,
-            "availability": _availability(data_["matching"], data_["free"], data_["unavailable"]),
-            "levels": " › ".join(levels),
-        }
-    )
+    preview.update(selection_result(requirement, count, policy, levels=levels, cost_unit=unit))
     return preview
 
 
