@@ -40,7 +40,7 @@ from django.db.models import Case, CharField, Count, Exists, IntegerField, Min, 
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from hosts import handoff
+from hosts import handoff, topology
 from hosts.allocator import Allocation, Candidate, Group, Policy, allocate_groups
 from hosts.models import FleetSettings, Host, HostClaim
 from hosts.requirements import Requirement
@@ -178,13 +178,7 @@ class Selection:
 def _path(place: str, levels: tuple[str, ...]) -> tuple[str, ...]:
     """A location (as JSON text) as its values along ``levels``, up to the first it lacks."""
     location = json.loads(place) if place else {}
-    path = []
-    for level in levels:
-        value = location.get(level) if isinstance(location, dict) else None
-        if not value:
-            break
-        path.append(str(value))
-    return tuple(path)
+    return topology.path(location if isinstance(location, dict) else {}, levels)
 
 
 def _reason(exclude: Sequence[int] = ()) -> Case:
@@ -217,22 +211,26 @@ def _needs_class_check(requirement: Requirement) -> bool:
     return bool(requirement.accelerators) or requirement.min_disk_tb is not None
 
 
+# What Requirement.matches reads of a host (with ``hardware`` known to be inspected).
+MATCH_FIELDS = (
+    "id",
+    "hardware_class",
+    "traits",
+    "cpu_count",
+    "ram_mib",
+    "disks",
+    "nics",
+    "nic_max_speed_gbps",
+    "accelerators",
+    "architecture",
+)
+
+
 def _class_verdicts(requirement: Requirement, representatives: dict[str, int]) -> dict[str, bool]:
     """Whether each hardware class meets the requirement, judged on one host of the class."""
     if not _needs_class_check(requirement):
         return dict.fromkeys(representatives, True)
-    hosts = Host.objects.filter(pk__in=list(representatives.values())).only(
-        "id",
-        "hardware_class",
-        "traits",
-        "cpu_count",
-        "ram_mib",
-        "disks",
-        "nics",
-        "nic_max_speed_gbps",
-        "accelerators",
-        "architecture",
-    )
+    hosts = Host.objects.filter(pk__in=list(representatives.values())).only(*MATCH_FIELDS)
     verdicts = dict.fromkeys(representatives, False)
     for host in hosts:
         host.__dict__["hardware"] = {}  # the prefilter only lets inspected hosts through

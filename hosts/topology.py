@@ -69,6 +69,17 @@ def bucket(location: Mapping[str, str], level: str, levels: Sequence[str]) -> tu
     return None  # unreachable: level is in levels
 
 
+def path(location: Mapping[str, object], levels: Sequence[str]) -> tuple[str, ...]:
+    """The location's values along ``levels`` from the coarsest, up to the first it lacks."""
+    values = []
+    for level in levels:
+        value = location.get(level)
+        if not value:
+            break
+        values.append(str(value))
+    return tuple(values)
+
+
 def label(path: tuple[str, ...] | None, levels: Sequence[str]) -> str:
     """'room a / rack r1' for people."""
     if not path:

@@ -57,6 +57,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from hosts import topology
 from hosts.curation import hosts_set_maintenance
 from hosts.models import FleetSettings, Host, HostClaim
 from hosts.requirements import RequirementError
@@ -396,9 +397,9 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
             requirement = pool.get_requirement()
         except RequirementError as exc:
             return f"The pool's requirement cannot be used: {exc}"
-        policy = _policy(pool)
+        policy = _policy(pool, settings.topology_levels)
         key_erase = pool.cleaning == NodePool.Cleaning.KEY_ERASE
-        occupied = _occupied(pool)
+        occupied = _occupied(pool, settings.topology_levels)
         claims = []
         selection = None
         count = take
@@ -446,28 +447,22 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
         return f"Waiting for capacity: {short} more host(s) wanted. {why}".strip()
 
 
-def _occupied(pool: NodePool) -> dict[tuple[str, ...], int]:
+def _occupied(pool: NodePool, levels) -> dict[tuple[str, ...], int]:
     """Where the pool's hosts already are (location paths along the fleet's levels): a pool
     that grows keeps its placement policy's hard rules across every host it holds."""
-    levels = FleetSettings.load().topology_levels
     occupied: dict[tuple[str, ...], int] = {}
     held = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True)
     for location in held.values_list("host__location", flat=True):
-        path = []
-        for level in levels:
-            value = (location or {}).get(level)
-            if not value:
-                break
-            path.append(str(value))
-        occupied[tuple(path)] = occupied.get(tuple(path), 0) + 1
+        key = topology.path(location or {}, levels)
+        occupied[key] = occupied.get(key, 0) + 1
     return occupied
 
 
-def _policy(pool: NodePool):
+def _policy(pool: NodePool, levels):
     from hosts.allocator import Policy, PolicyError
 
     try:
-        return Policy.from_json(pool.policy or {}, FleetSettings.load().topology_levels)
+        return Policy.from_json(pool.policy or {}, levels)
     except PolicyError:
         return Policy()
 

@@ -48,7 +48,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from hosts.requirements import Requirement, RequirementError
-from hosts.selection import _class_verdicts, _needs_class_check, free_q
+from hosts.selection import MATCH_FIELDS, _class_verdicts, _needs_class_check, free_q
 from tenants.audit import audit_record
 from tenants.models import TENANT_SLUG, NodePool, PoolHost, Quota, QuotaClass, Tenant
 
@@ -59,19 +59,6 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x7EA9_0A0A
 MAX_QUOTA = 100_000  # hosts; far above any fleet, well inside the integer column
 CLASS_NAME_MAX = QuotaClass._meta.get_field("name").max_length
-# What Requirement.matches reads of a host (hosts.selection checks classes on the same columns).
-_MATCH_FIELDS = (
-    "id",
-    "hardware_class",
-    "traits",
-    "cpu_count",
-    "ram_mib",
-    "disks",
-    "nics",
-    "nic_max_speed_gbps",
-    "accelerators",
-    "architecture",
-)
 
 
 def _hosts(n: int) -> str:
@@ -344,7 +331,7 @@ def matching_host_ids(requirement: Requirement, queryset=None) -> set[int]:
     verdicts = _class_verdicts(requirement, representatives) if representatives else {}
     ids = {pk for pk, hardware_class in rows if hardware_class and verdicts.get(hardware_class)}
     if unclassified:
-        for host in Host.objects.filter(pk__in=unclassified).only(*_MATCH_FIELDS):
+        for host in Host.objects.filter(pk__in=unclassified).only(*MATCH_FIELDS):
             host.__dict__["hardware"] = {}  # inspected: the filter above said so
             if requirement.matches(host):
                 ids.add(host.pk)

@@ -14,46 +14,34 @@ from teapot_portal.gateway.base import GatewayError, Unavailable
 log = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="teapot.tenants.cluster-reconcile",
-    bind=True,
-    ignore_result=True,
-    autoretry_for=(Unavailable,),
-    retry_backoff=5,
-    retry_backoff_max=120,
-    max_retries=8,
-)
+def _reconcile(reconcile, object_id: int, what: str, id_field: str) -> str:
+    """Run one reconcile; a management cluster that does not answer is retried (the task's
+    autoretry), any other gateway error is logged and left to the next beat run."""
+    try:
+        return reconcile(object_id)
+    except GatewayError as exc:
+        if isinstance(exc, Unavailable):
+            raise
+        log.warning(f"{what} reconcile failed", extra={id_field: object_id, "error": str(exc)})
+        return "error"
+
+
+# A gateway that does not answer: retried with backoff, then left to the beat run.
+RETRYING = {"autoretry_for": (Unavailable,), "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 8}
+
+
+@shared_task(name="teapot.tenants.cluster-reconcile", bind=True, ignore_result=True, **RETRYING)
 def cluster_reconcile_task(self, cluster_id: int) -> str:
     from tenants.provisioning import cluster_reconcile
 
-    try:
-        return cluster_reconcile(cluster_id)
-    except GatewayError as exc:
-        if isinstance(exc, Unavailable):
-            raise
-        log.warning("cluster reconcile failed", extra={"cluster_id": cluster_id, "error": str(exc)})
-        return "error"
+    return _reconcile(cluster_reconcile, cluster_id, "cluster", "cluster_id")
 
 
-@shared_task(
-    name="teapot.tenants.node-pool-reconcile",
-    bind=True,
-    ignore_result=True,
-    autoretry_for=(Unavailable,),
-    retry_backoff=5,
-    retry_backoff_max=120,
-    max_retries=8,
-)
+@shared_task(name="teapot.tenants.node-pool-reconcile", bind=True, ignore_result=True, **RETRYING)
 def node_pool_reconcile_task(self, pool_id: int) -> str:
     from tenants.provisioning import node_pool_reconcile
 
-    try:
-        return node_pool_reconcile(pool_id)
-    except GatewayError as exc:
-        if isinstance(exc, Unavailable):
-            raise
-        log.warning("node pool reconcile failed", extra={"pool_id": pool_id, "error": str(exc)})
-        return "error"
+    return _reconcile(node_pool_reconcile, pool_id, "node pool", "pool_id")
 
 
 @shared_task(name="teapot.tenants.reconcile", ignore_result=True)
