@@ -348,6 +348,19 @@ class FleetSettings(models.Model):
         default=3,
         help_text="Hosts a node pool may replace after they fail to provision, before the pool reports a failure.",
     )
+    # Reservations (Chameleon-like defaults: extend within 48 h of the end, at most 7 days long).
+    reservation_extend_window_hours = models.PositiveIntegerField(
+        default=48, help_text="A reservation may be extended only within this many hours before its end."
+    )
+    reservation_max_hours = models.PositiveIntegerField(
+        default=168, help_text="The longest a single reservation may last, extensions included (hours)."
+    )
+    reservation_horizon_days = models.PositiveIntegerField(
+        default=90, help_text="How far ahead bookings may start, and how far a recurrence is expanded (days)."
+    )
+    reservation_reminder_minutes = models.PositiveIntegerField(
+        default=60, help_text="Members are reminded this long before a reservation ends (page banner, email)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.CharField(max_length=254, blank=True)
 

@@ -18,8 +18,9 @@ so Teapot knows how long provisioning really takes on each kind of hardware:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import median
 
@@ -45,6 +46,17 @@ class Latencies:
     counts: dict[str, int]
     fleet: float | None
     fleet_count: int
+    p95_by_class: dict[str, float] = field(default_factory=dict)
+    fleet_p95: float | None = None
+
+    def p95_for_class(self, hardware_class: str | None) -> tuple[float, str]:
+        """The 95th percentile (what a reservation's lead is planned on: most hosts are ready
+        before the start, not half of them)."""
+        if hardware_class and hardware_class in self.p95_by_class:
+            return self.p95_by_class[hardware_class], "p95 of recent provisionings of this hardware"
+        if self.fleet_p95 is not None:
+            return self.fleet_p95, "p95 of the fleet's recent provisionings"
+        return float(DEFAULT_SECONDS), "typical provisioning time (no history yet)"
 
     def for_class(self, hardware_class: str | None) -> tuple[float, str]:
         """(seconds, where the figure comes from, in words)."""
@@ -84,6 +96,13 @@ def _durations() -> list[tuple[str, float]]:
         return [(klass or "", float(seconds)) for klass, seconds in cursor.fetchall() if seconds is not None]
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile (no interpolation: a figure that was really measured)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
 def latencies() -> Latencies:
     """The recorded provisioning latencies (cached for a minute)."""
     found = cache.get(CACHE_KEY)
@@ -103,6 +122,8 @@ def latencies() -> Latencies:
         counts={k: len(v) for k, v in per_class.items() if k},
         fleet=median(every) if every else None,
         fleet_count=len(every),
+        p95_by_class={k: percentile(v, 95) for k, v in per_class.items() if k},
+        fleet_p95=percentile(every, 95) if every else None,
     )
     cache.set(CACHE_KEY, found, CACHE_SECONDS)
     return found

@@ -1,0 +1,613 @@
+"""Admission control for reservations: confirm a booking only if every instant stays feasible.
+
+A booking holds hosts over its **occupancy** ``[start − lead, end + hand-off)``: the lead is the
+learned provisioning time (the hosts are Ready at the start), the hand-off is the cleaning after
+the end (key erase ~1 minute, metadata cleaning ~10). Admission asks, for every instant of the
+new booking's occupancy: can the fleet serve at once
+
+* every holding booking (confirmed, preparing, active) that is not pre-emptible — each with its
+  own requirement and its hard placement caps ("at most 1 per rack");
+* every tenant's standing guaranteed minimum per quota class — less what the tenant's own
+  guaranteed bookings already take of it then (a guaranteed booking is *within* the guarantee);
+* and the new booking?
+
+Pre-emptible bookings are not promised anything, so they never make another booking wait.
+
+Algorithm (:func:`check`, numbered as in the code):
+
+1. **Slices.** The occupancy endpoints of every holding booking that overlaps the new one cut
+   its occupancy into slices in which the set of active bookings does not change. Only those
+   slices are checked (incremental: the rest of the calendar was feasible before and the new
+   booking does not touch it). Slices with the same active set are checked once.
+2. **Tenant limits** per slice: the tenant's guaranteed bookings of a class never exceed its
+   guarantee; its standing pools plus its bookings never exceed its maximum.
+3. **Fleet flow** per slice (:func:`slice_flow`): source → demand (its count) → [per-bucket cap
+   node (the cap) when the demand has a hard cap] → host group (the hosts serving exactly the
+   same demands, in the same bucket) → sink (the group's size). Feasible iff the maximum flow
+   carries every demand — the same flow model as quota admission (:mod:`tenants.quota`), one
+   network per slice. When short, the minimum cut names the demands that over-ask together.
+4. **Refusal** in words: which slice, which hardware class, which bookings compete — and the
+   earliest window that would work (:func:`earliest_start`).
+
+Affinity rules ("all in one rack") cannot be written as a flow; the host plan
+(:mod:`reservations.plan`) checks them on concrete hosts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from hosts import topology
+from hosts.allocator import Policy, PolicyError
+from hosts.handoff import KEY_ERASE_SECONDS, METADATA_SECONDS
+from hosts.models import FleetSettings, Host
+from hosts.requirements import Requirement, RequirementError
+from tenants.models import NodePool, Quota, QuotaClass, Tenant
+from tenants.quota import (
+    SINK,
+    SOURCE,
+    _committing_pools,
+    _max_flow,
+    _pool_size,
+    _reachable,
+    eligible_q,
+    matching_host_ids,
+)
+
+log = logging.getLogger(__name__)
+
+INFINITY = 10**9
+
+
+# ============================================================================ the pure core
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Hosts asked for in one slice: ``count`` of ``hosts`` (the ids that can serve it), at most
+    ``cap`` per bucket of ``level`` when the demand has a hard cap."""
+
+    key: Hashable
+    count: int
+    hosts: frozenset[int]
+    level: int | None = None  # index into the topology levels of the cap
+    cap: int | None = None
+
+
+@dataclass(frozen=True)
+class SliceVerdict:
+    ok: bool
+    carried: int
+    asked: int
+    short: tuple[Hashable, ...] = ()  # demands in the minimum cut: they over-ask together
+    short_hosts: int = 0  # hosts able to serve any of them
+
+
+def slice_flow(demands: Sequence[Demand], buckets: Mapping[int, tuple[str, ...]] | None = None) -> SliceVerdict:
+    """Whether ``demands`` can all be served at once by distinct hosts (step 3 of the module
+    docstring). ``buckets``: host id → location path, needed only for capped demands; a host not
+    placed as deep as a cap's level cannot serve that demand (nobody can promise "1 per rack"
+    for a host whose rack is unknown)."""
+    wanted = [d for d in demands if d.count > 0]
+    asked = sum(d.count for d in wanted)
+    if not wanted:
+        return SliceVerdict(ok=True, carried=0, asked=0)
+    capped_levels = sorted({d.level for d in wanted if d.cap is not None and d.level is not None})
+    # Group the hosts: the demands each serves (and, when caps are involved, its buckets).
+    serves: dict[int, list[int]] = defaultdict(list)
+    for index, demand in enumerate(wanted):
+        for host in demand.hosts:
+            serves[host].append(index)
+    groups: dict[tuple, int] = defaultdict(int)
+    for host, indices in serves.items():
+        path = (buckets or {}).get(host, ()) if capped_levels else ()
+        place = tuple(path[: level + 1] if len(path) > level else None for level in capped_levels)
+        groups[(tuple(indices), place)] += 1
+    capacity: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
+    for index, demand in enumerate(wanted):
+        capacity[SOURCE][("demand", index)] = demand.count
+    for number, ((indices, place), size) in enumerate(groups.items()):
+        group = ("group", number)
+        capacity[group][SINK] = size
+        for index in indices:
+            demand = wanted[index]
+            if demand.cap is None or demand.level is None:
+                capacity[("demand", index)][group] = INFINITY
+                continue
+            bucket = place[capped_levels.index(demand.level)]
+            if bucket is None:
+                continue  # not placed as deep as the cap's level
+            node = ("cap", index, bucket)
+            capacity[("demand", index)][node] = demand.cap
+            capacity[node][group] = INFINITY
+    carried, residual = _max_flow(capacity, SOURCE, SINK)
+    if carried >= asked:
+        return SliceVerdict(ok=True, carried=carried, asked=asked)
+    cut = _reachable(residual, SOURCE)
+    short = tuple(wanted[i].key for i in range(len(wanted)) if ("demand", i) in cut)
+    short_hosts = sum(size for number, (_, size) in enumerate(groups.items()) if ("group", number) in cut)
+    return SliceVerdict(ok=False, carried=carried, asked=asked, short=short, short_hosts=short_hosts)
+
+
+@dataclass(frozen=True)
+class Interval:
+    key: Hashable
+    start: datetime
+    end: datetime
+
+
+def cut_slices(
+    window: tuple[datetime, datetime], intervals: Iterable[Interval]
+) -> list[tuple[datetime, datetime, frozenset]]:
+    """``window`` cut at every endpoint of ``intervals`` inside it: ``(start, end, active keys)``
+    for each piece, active keys being the intervals covering it (step 1)."""
+    lo, hi = window
+    inside = [i for i in intervals if i.start < hi and i.end > lo]
+    points = sorted(
+        {lo, hi, *(i.start for i in inside if lo < i.start < hi), *(i.end for i in inside if lo < i.end < hi)}
+    )
+    # Sweep: intervals sorted by start, an active set updated at each point.
+    starts = sorted(inside, key=lambda i: i.start)
+    ends = sorted(inside, key=lambda i: i.end)
+    active: set = set()
+    si = ei = 0
+    out = []
+    for a, b in itertools.pairwise(points):
+        while si < len(starts) and starts[si].start <= a:
+            active.add(starts[si].key)
+            si += 1
+        while ei < len(ends) and ends[ei].end <= a:
+            active.discard(ends[ei].key)
+            ei += 1
+        out.append((a, b, frozenset(active)))
+    return out
+
+
+# ============================================================================ the database layer
+
+
+def handoff_seconds(pool: NodePool) -> int:
+    """The cleaning after a booking of ``pool``: key erase when the pool's policy is key erase
+    (its hosts are then all capable of it), metadata cleaning otherwise."""
+    return KEY_ERASE_SECONDS if pool.cleaning == NodePool.Cleaning.KEY_ERASE else METADATA_SECONDS
+
+
+def lead_seconds(host_ids: Iterable[int] | None = None) -> int:
+    """How long before its start a booking's hosts start provisioning: the p95 of the recorded
+    provisioning times of the hardware it would get (the slowest class among ``host_ids``),
+    plus a minute for the reconcile to notice (it runs every 10 s) and the notice a borrowed
+    host gets is covered separately by the plan (see :mod:`reservations.lifecycle`)."""
+    from tenants.progress import latencies
+
+    known = latencies()
+    classes = set()
+    if host_ids is not None:
+        ids = list(host_ids)
+        if ids:
+            classes = set(
+                Host.objects.filter(pk__in=ids[:5000]).order_by().values_list("hardware_class", flat=True).distinct()
+            )
+    seconds = max((known.p95_for_class(c)[0] for c in classes), default=known.p95_for_class(None)[0])
+    return int(seconds) + 60
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What is being booked: one or more windows (a series) of ``count`` hosts."""
+
+    tenant: Tenant
+    quota_class: QuotaClass
+    priority: str
+    count: int
+    requirement: Requirement
+    policy: Policy
+    windows: tuple[tuple[datetime, datetime], ...]  # (start, end) of each occurrence
+    lead: timedelta
+    handoff: timedelta
+    label: str = "this booking"
+
+    def occupancies(self) -> list[tuple[datetime, datetime]]:
+        return [(s - self.lead, e + self.handoff) for s, e in self.windows]
+
+
+@dataclass
+class Refusal:
+    message: str
+    slice_start: datetime | None = None
+    slice_end: datetime | None = None
+    classes: list[str] = field(default_factory=list)
+    competing: list[int] = field(default_factory=list)  # reservation ids
+    competing_labels: list[str] = field(default_factory=list)
+    earliest: datetime | None = None
+    occurrence: int | None = None  # which window of a series (0-based)
+
+    def as_dict(self) -> dict:
+        return {
+            "message": self.message,
+            "slice_start": self.slice_start.isoformat() if self.slice_start else None,
+            "slice_end": self.slice_end.isoformat() if self.slice_end else None,
+            "classes": self.classes,
+            "competing": self.competing,
+            "earliest_start": self.earliest.isoformat() if self.earliest else None,
+            "occurrence": self.occurrence,
+        }
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    refusal: Refusal | None
+    slices: int  # slices checked (after merging equal active sets)
+    seconds: float = 0.0
+
+
+class _Fleet:
+    """What one admission check needs from the database, loaded once: eligible hosts per
+    requirement (cached by the requirement's JSON), host locations for caps, quotas."""
+
+    def __init__(self) -> None:
+        self.levels = list(FleetSettings.load().topology_levels)
+        self.eligible = Host.objects.filter(eligible_q())
+        self._matching: dict[str, frozenset[int]] = {}
+        self._paths: dict[int, tuple[str, ...]] | None = None
+        self.quotas = {(q.tenant_id, q.quota_class_id): q for q in Quota.objects.all()}
+        self.classes = {k.pk: k for k in QuotaClass.objects.all()}
+        self._class_req: dict[int, Requirement | None] = {}
+
+    def matching(self, requirement: Requirement) -> frozenset[int]:
+        key = requirement.to_compact()
+        found = self._matching.get(key)
+        if found is None:
+            found = frozenset(matching_host_ids(requirement, self.eligible))
+            self._matching[key] = found
+        return found
+
+    def class_requirement(self, class_id: int) -> Requirement | None:
+        if class_id not in self._class_req:
+            try:
+                self._class_req[class_id] = self.classes[class_id].get_requirement()
+            except (RequirementError, KeyError):
+                self._class_req[class_id] = None
+        return self._class_req[class_id]
+
+    def paths(self) -> dict[int, tuple[str, ...]]:
+        if self._paths is None:
+            self._paths = {
+                pk: topology.path(location or {}, self.levels)
+                for pk, location in self.eligible.values_list("id", "location")
+            }
+        return self._paths
+
+    def cap(self, policy: Policy) -> tuple[int | None, int | None]:
+        """(level index, max per bucket) of a policy's hard cap, if it has one."""
+        if policy.level is None or policy.level not in self.levels:
+            return None, None
+        if policy.max_per_bucket is not None:
+            return self.levels.index(policy.level), policy.max_per_bucket
+        if policy.mode == "spread" and policy.hard:
+            return self.levels.index(policy.level), 1
+        return None, None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A holding reservation as admission sees it."""
+
+    id: int
+    tenant_id: int
+    quota_class_id: int
+    priority: str
+    count: int
+    start: datetime
+    end: datetime
+    requirement: Requirement | None
+    policy: Policy
+    label: str
+
+
+def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held]:
+    """Holding reservations whose occupancy overlaps [lo, hi) (one query, GiST index)."""
+    from reservations.models import Reservation
+
+    rows = (
+        Reservation.objects.holding()
+        .filter(occupancy__overlap=(lo, hi))
+        .exclude(pk__in=list(exclude))
+        .select_related("tenant", "node_pool__quota_class")
+        .only(
+            "id",
+            "tenant__slug",
+            "name",
+            "count",
+            "priority",
+            "requirement",
+            "policy",
+            "occupancy",
+            "starts_at",
+            "node_pool__requirement",
+            "node_pool__policy",
+            "node_pool__quota_class",
+        )
+    )
+    out = []
+    for r in rows:
+        try:
+            requirement = r.get_requirement()
+        except RequirementError:
+            requirement = None  # it serves nothing new; it still counts against nobody
+        try:
+            policy = Policy.from_json(r.policy or r.node_pool.policy or {}, None)
+        except PolicyError:
+            policy = Policy()
+        out.append(
+            _Held(
+                id=r.pk,
+                tenant_id=r.tenant_id,
+                quota_class_id=r.node_pool.quota_class_id,
+                priority=r.priority,
+                count=r.count,
+                start=r.occupancy.lower,
+                end=r.occupancy.upper,
+                requirement=requirement,
+                policy=policy,
+                label=f"{r.tenant.slug}: {r.name or str(r.count) + ' hosts'} ({r.starts_at:%a %d %b %H:%M})",
+            )
+        )
+    return out
+
+
+def _committed(tenant: Tenant, quota_class: QuotaClass) -> int:
+    """The sizes of the tenant's standing pools of the class (what it holds around the clock)."""
+    from django.db.models import Sum
+
+    total = (
+        _committing_pools().filter(cluster__tenant=tenant, quota_class=quota_class).aggregate(n=Sum(_pool_size()))["n"]
+    )
+    return total or 0
+
+
+def _hosts(n: int) -> str:
+    return f"{n} host{'s' if n != 1 else ''}"
+
+
+def _when(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%a %d %b %H:%M")
+
+
+def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet: _Fleet | None = None) -> Verdict:
+    """Admission for ``ask`` (every window of it), against the holding reservations other than
+    ``exclude`` (a reservation being extended is judged without its old self)."""
+    import time
+
+    began = time.perf_counter()
+    fleet = fleet or _Fleet()
+    occupancies = ask.occupancies()
+    lo, hi = min(s for s, _ in occupancies), max(e for _, e in occupancies)
+    held = _held(lo, hi, exclude)
+    by_id = {h.id: h for h in held}
+    ask_hosts = fleet.matching(ask.requirement)
+    level, cap = fleet.cap(ask.policy)
+    quota = fleet.quotas.get((ask.tenant.pk, ask.quota_class.pk))
+    guaranteed = quota.guaranteed if quota else 0
+    maximum = quota.maximum if quota else 0
+    committed = _committed(ask.tenant, ask.quota_class)
+    intervals = [Interval(h.id, h.start, h.end) for h in held]
+    seen: set[frozenset] = set()
+    slices = 0
+
+    def refuse(refusal: Refusal, index: int) -> Verdict:
+        refusal.occurrence = index if len(occupancies) > 1 else None
+        if suggest and refusal.earliest is None and len(occupancies) == 1:
+            start, end = ask.windows[0]
+            refusal.earliest = earliest_start(ask, after=start, duration=end - start, fleet=fleet)
+            if refusal.earliest is not None:
+                refusal.message += f". First possible start: {_when(refusal.earliest)}"
+        return Verdict(ok=False, refusal=refusal, slices=slices, seconds=time.perf_counter() - began)
+
+    if quota is None:
+        return refuse(Refusal(f"{ask.tenant.slug} has no quota for {ask.quota_class.name}; ask an operator for one"), 0)
+    if ask.priority != "preemptible" and not ask_hosts:
+        return Verdict(
+            ok=False,
+            refusal=Refusal(f"No host in the fleet meets the requirement ({ask.requirement.describe()})."),
+            slices=0,
+            seconds=time.perf_counter() - began,
+        )
+    for index, (o_start, o_end) in enumerate(occupancies):
+        for a, b, active in cut_slices((o_start, o_end), intervals):
+            # 2. Tenant limits.
+            mine = [
+                by_id[k]
+                for k in active
+                if by_id[k].tenant_id == ask.tenant.pk and by_id[k].quota_class_id == ask.quota_class.pk
+            ]
+            mine_guaranteed = sum(h.count for h in mine if h.priority == "guaranteed")
+            if ask.priority == "guaranteed" and mine_guaranteed + ask.count > guaranteed:
+                names = [h.label for h in mine if h.priority == "guaranteed"]
+                already = f"; {mine_guaranteed} already booked as guaranteed then ({'; '.join(names)})" if names else ""
+                return refuse(
+                    Refusal(
+                        f"{ask.tenant.slug} is guaranteed {_hosts(guaranteed)} of {ask.quota_class.name}{already}: "
+                        f"a guaranteed booking of {ask.count} does not fit from {_when(a)} to {_when(b)}; "
+                        "book on demand to use the maximum",
+                        slice_start=a,
+                        slice_end=b,
+                        classes=[ask.quota_class.name],
+                        competing=[h.id for h in mine if h.priority == "guaranteed"],
+                        competing_labels=names,
+                    ),
+                    index,
+                )
+            total_mine = sum(h.count for h in mine)
+            if committed + total_mine + ask.count > maximum:
+                names = [h.label for h in mine]
+                parts = []
+                if committed:
+                    parts.append(f"its standing pools ask for {committed}")
+                if total_mine:
+                    parts.append(f"its bookings then take {total_mine}")
+                room = max(0, maximum - committed - total_mine)
+                return refuse(
+                    Refusal(
+                        f"{ask.tenant.slug} may hold at most {_hosts(maximum)} of {ask.quota_class.name}"
+                        + (f"; {' and '.join(parts)}" if parts else "")
+                        + f", so from {_when(a)} to {_when(b)} it can book {room}, not {ask.count}",
+                        slice_start=a,
+                        slice_end=b,
+                        classes=[ask.quota_class.name],
+                        competing=[h.id for h in mine],
+                        competing_labels=names,
+                    ),
+                    index,
+                )
+            if ask.priority == "preemptible":
+                continue  # not promised: nothing to check against the fleet
+            # 3. Fleet flow (once per distinct active set).
+            if active in seen:
+                continue
+            seen.add(active)
+            slices += 1
+            verdict = _fleet_slice(ask, ask_hosts, level, cap, [by_id[k] for k in active], fleet)
+            if not verdict.ok:
+                return refuse(_fleet_refusal(ask, verdict, a, b, by_id, fleet), index)
+    return Verdict(ok=True, refusal=None, slices=slices, seconds=time.perf_counter() - began)
+
+
+NEW = ("new",)
+
+
+def _fleet_slice(ask: Ask, ask_hosts, level, cap, active: list[_Held], fleet: _Fleet) -> SliceVerdict:
+    demands: list[Demand] = []
+    guaranteed_booked: dict[tuple[int, int], int] = defaultdict(int)
+    for h in active:
+        if h.priority == "guaranteed":
+            guaranteed_booked[(h.tenant_id, h.quota_class_id)] += h.count
+        if h.priority == "preemptible" or h.requirement is None:
+            continue
+        h_level, h_cap = fleet.cap(h.policy)
+        demands.append(Demand(key=h.id, count=h.count, hosts=fleet.matching(h.requirement), level=h_level, cap=h_cap))
+    if ask.priority == "guaranteed":
+        guaranteed_booked[(ask.tenant.pk, ask.quota_class.pk)] += ask.count
+    standing: dict[int, int] = defaultdict(int)
+    for (tenant_id, class_id), quota in fleet.quotas.items():
+        left = quota.guaranteed - guaranteed_booked.get((tenant_id, class_id), 0)
+        if left > 0:
+            standing[class_id] += left
+    for class_id, n in standing.items():
+        requirement = fleet.class_requirement(class_id)
+        if requirement is not None:
+            demands.append(Demand(key=("standing", class_id), count=n, hosts=fleet.matching(requirement)))
+    demands.append(Demand(key=NEW, count=ask.count, hosts=ask_hosts, level=level, cap=cap))
+    return slice_flow(demands, fleet.paths() if any(d.cap is not None for d in demands) else None)
+
+
+def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by_id, fleet: _Fleet) -> Refusal:
+    classes, competing, labels = [], [], []
+    for key in verdict.short:
+        if key == NEW:
+            classes.append(ask.requirement.describe())
+        elif isinstance(key, tuple) and key[0] == "standing":
+            classes.append(f"standing guarantees of {fleet.classes[key[1]].name}")
+        else:
+            competing.append(key)
+            labels.append(by_id[key].label)
+    short_by = verdict.asked - verdict.carried
+    spread = ""
+    if ask.policy.level and (ask.policy.max_per_bucket or (ask.policy.mode == "spread" and ask.policy.hard)):
+        spread = f", at most {ask.policy.max_per_bucket or 1} per {ask.policy.level}"
+    what = f"{ask.count} × {ask.requirement.describe()}{spread}"
+    message = f"{what} does not fit from {_when(a)} to {_when(b)}: short by {_hosts(short_by)}"
+    if verdict.short_hosts:
+        message += f" (the {_hosts(verdict.short_hosts)} able to serve it are promised"
+    else:
+        message += " (no host can serve it"
+    others = [c for c in classes if c != ask.requirement.describe()]
+    if labels or others:
+        message += (
+            " to " + "; ".join([*others, *labels[:5]]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+        )
+    message += ")"
+    return Refusal(
+        message=message, slice_start=a, slice_end=b, classes=classes, competing=competing, competing_labels=labels
+    )
+
+
+# ============================================================================ earliest window
+
+
+def earliest_start(
+    ask: Ask, *, after: datetime, duration: timedelta, horizon: timedelta | None = None, fleet: _Fleet | None = None
+) -> datetime | None:
+    """The earliest start at or after ``after`` (and not before now + lead) at which ``ask``'s
+    count, requirement and placement fit for ``duration``, within the booking horizon; None
+    when nothing fits.
+
+    Candidate starts are ``after`` and every moment a holding booking's occupancy ends (plus
+    the lead): feasibility only changes there. Each candidate is judged by :func:`check`
+    (with the tenant limits), cheapest first; slices already known feasible are not rechecked
+    across candidates thanks to the per-check memo.
+    """
+    fleet = fleet or _Fleet()
+    settings = FleetSettings.load()
+    horizon = horizon or timedelta(days=settings.reservation_horizon_days)
+    now = timezone.now()
+    first = max(after, now + ask.lead)
+    limit = now + horizon
+    ends = _held_ends(first - ask.lead, limit)
+    candidates = sorted({first, *(e + ask.lead for e in ends if e + ask.lead > first)})
+    for tried, start in enumerate(candidates):
+        if start > limit or tried > 500:
+            return None
+        probe = Ask(
+            tenant=ask.tenant,
+            quota_class=ask.quota_class,
+            priority=ask.priority,
+            count=ask.count,
+            requirement=ask.requirement,
+            policy=ask.policy,
+            windows=((start, start + duration),),
+            lead=ask.lead,
+            handoff=ask.handoff,
+        )
+        if check(probe, suggest=False, fleet=fleet).ok:
+            return start
+    return None
+
+
+def _held_ends(lo: datetime, hi: datetime) -> list[datetime]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT upper(occupancy) FROM reservations_reservation "
+            "WHERE state = ANY(%s) AND occupancy && tstzrange(%s, %s) ORDER BY 1 LIMIT 2000",
+            [["confirmed", "preparing", "active"], lo, hi],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class Availability:
+    start: datetime
+    end: datetime
+
+
+def availability(ask: Ask, *, after: datetime, duration: timedelta, windows: int = 3) -> list[Availability]:
+    """ "When can I get N hosts like this for D hours?" — the first ``windows`` starts that work,
+    each at least ``duration`` after the previous one's start."""
+    fleet = _Fleet()
+    found: list[Availability] = []
+    start = after
+    for _ in range(windows):
+        at = earliest_start(ask, after=start, duration=duration, fleet=fleet)
+        if at is None:
+            break
+        found.append(Availability(at, at + duration))
+        start = at + duration
+    return found
