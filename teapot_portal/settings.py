@@ -315,6 +315,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Clusters and node pools: every live one reconciled (allocate, label, apply, follow, release,
     # pre-empt after notice). Services also queue a reconcile after each change.
     "tenants-reconcile": {"task": "teapot.tenants.reconcile", "schedule": 10.0, "options": {"expires": 10}},
+    # Reservations: prepare at start − lead, activate at the start, remind before the end,
+    # complete at the end, complete short host plans (reservations.lifecycle).
+    "reservations-reconcile": {"task": "teapot.reservations.reconcile", "schedule": 10.0, "options": {"expires": 10}},
     "tenants-purge-idempotency-keys": {
         "task": "teapot.tenants.purge-idempotency-keys",
         "schedule": 3600.0,

@@ -8,6 +8,7 @@ api_v1 = [
     path("me/", api.MeView.as_view(), name="me"),
     path("", include("hosts.api_urls")),
     path("", include("tenants.api_urls")),
+    path("", include("reservations.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -21,7 +22,9 @@ urlpatterns = [
     path("account/", include("tenants.urls")),
     path("hosts/", include("hosts.urls")),
     path("select/", include("hosts.urls_select")),
+    path("t/", include("reservations.urls")),
     path("t/", include("tenants.urls_pages")),
+    path("calendar/", include("reservations.urls_feed")),
     path("api/v1/", include((api_v1, "api"))),
 ]
 

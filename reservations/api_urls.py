@@ -1,0 +1,3 @@
+"""Reservation API routes (under /api/v1/)."""
+
+urlpatterns: list = []
