@@ -358,6 +358,10 @@ class FleetSettingsForm(forms.ModelForm):
             "preemption_notice_seconds",
             "minimum_cleaning",
             "provisioning_attempts",
+            "reservation_extend_window_hours",
+            "reservation_max_hours",
+            "reservation_horizon_days",
+            "reservation_reminder_minutes",
         )
 
     def clean(self):
@@ -370,6 +374,10 @@ class FleetSettingsForm(forms.ModelForm):
                 preemption_notice_seconds=data.get("preemption_notice_seconds"),
                 minimum_cleaning=data.get("minimum_cleaning"),
                 provisioning_attempts=data.get("provisioning_attempts"),
+                reservation_extend_window_hours=data.get("reservation_extend_window_hours"),
+                reservation_max_hours=data.get("reservation_max_hours"),
+                reservation_horizon_days=data.get("reservation_horizon_days"),
+                reservation_reminder_minutes=data.get("reservation_reminder_minutes"),
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
@@ -396,6 +404,10 @@ class FleetSettingsAdmin(admin.ModelAdmin):
             preemption_notice_seconds=obj.preemption_notice_seconds,
             minimum_cleaning=obj.minimum_cleaning,
             provisioning_attempts=obj.provisioning_attempts,
+            reservation_extend_window_hours=obj.reservation_extend_window_hours,
+            reservation_max_hours=obj.reservation_max_hours,
+            reservation_horizon_days=obj.reservation_horizon_days,
+            reservation_reminder_minutes=obj.reservation_reminder_minutes,
             actor=request.user,
         )
 

@@ -353,7 +353,16 @@ def trait_rule_delete(rule: TraitRule) -> None:
 # --------------------------------------------------------------------------- fleet settings
 
 
-TENANCY_LIMITS = {"preemption_notice_seconds": (0, 86_400), "provisioning_attempts": (0, 20)}
+TENANCY_LIMITS = {
+    "preemption_notice_seconds": (0, 86_400),
+    "provisioning_attempts": (0, 20),
+    # Reservations (reservations.services): when an extension may be asked, how long a booking
+    # may last, how far ahead it may start, when its members are reminded of its end (0: never).
+    "reservation_extend_window_hours": (0, 8_760),
+    "reservation_max_hours": (1, 8_760),
+    "reservation_horizon_days": (1, 1_095),
+    "reservation_reminder_minutes": (0, 10_080),
+}
 CLEANING_MINIMUMS = ("standard", "key_erase")
 
 
@@ -449,17 +458,25 @@ def fleet_settings_update(
     preemption_notice_seconds: int | None = None,
     minimum_cleaning: str | None = None,
     provisioning_attempts: int | None = None,
+    reservation_extend_window_hours: int | None = None,
+    reservation_max_hours: int | None = None,
+    reservation_horizon_days: int | None = None,
+    reservation_reminder_minutes: int | None = None,
     actor=None,
 ) -> FleetSettings:
     """Change the topology levels, the cost model and/or its unit, and the tenancy settings (the
     pre-emption notice, the least cleaning a pool may choose, how many failed hosts a pool may
-    replace). Levels that would leave a host's location invalid are refused, naming the hosts; a
+    replace, the reservation rules). Levels that would leave a host's location invalid are refused, naming the hosts; a
     bad weight is named. A changed cost model reclassifies the fleet (costs) after the commit."""
     FleetSettings.load()
     tenancy = {
         "preemption_notice_seconds": preemption_notice_seconds,
         "minimum_cleaning": minimum_cleaning,
         "provisioning_attempts": provisioning_attempts,
+        "reservation_extend_window_hours": reservation_extend_window_hours,
+        "reservation_max_hours": reservation_max_hours,
+        "reservation_horizon_days": reservation_horizon_days,
+        "reservation_reminder_minutes": reservation_reminder_minutes,
     }
     with transaction.atomic():
         current = FleetSettings.objects.select_for_update().get(pk=1)

@@ -301,6 +301,30 @@ class FleetSettingsForm(forms.Form):
         max_value=20,
         help_text="Hosts a node pool may replace after they fail to provision before it reports a failure.",
     )
+    reservation_extend_window_hours = forms.IntegerField(
+        label="Extensions open (hours before the end)",
+        min_value=0,
+        max_value=8_760,
+        help_text="A reservation may be extended only within this many hours before its end.",
+    )
+    reservation_max_hours = forms.IntegerField(
+        label="Longest reservation (hours)",
+        min_value=1,
+        max_value=8_760,
+        help_text="The longest a single reservation may last, extensions included.",
+    )
+    reservation_horizon_days = forms.IntegerField(
+        label="Booking horizon (days)",
+        min_value=1,
+        max_value=1_095,
+        help_text="How far ahead bookings may start, and how far a recurrence is expanded.",
+    )
+    reservation_reminder_minutes = forms.IntegerField(
+        label="Reminder before the end (minutes)",
+        min_value=0,
+        max_value=10_080,
+        help_text="Members are reminded (page banner, email) this long before a reservation ends; 0: no reminder.",
+    )
 
     @classmethod
     def initial_from(cls, fleet) -> dict:
@@ -311,6 +335,10 @@ class FleetSettingsForm(forms.Form):
             "preemption_notice_seconds": fleet.preemption_notice_seconds,
             "minimum_cleaning": fleet.minimum_cleaning,
             "provisioning_attempts": fleet.provisioning_attempts,
+            "reservation_extend_window_hours": fleet.reservation_extend_window_hours,
+            "reservation_max_hours": fleet.reservation_max_hours,
+            "reservation_horizon_days": fleet.reservation_horizon_days,
+            "reservation_reminder_minutes": fleet.reservation_reminder_minutes,
             **{key: Decimal(model[key]).normalize() for key in _WEIGHTS},
             "per_accelerator": format_prices(model["per_accelerator"]),
             "per_trait": format_prices(model["per_trait"]),

@@ -401,12 +401,14 @@ def hosts_claim(
     levels: Sequence[str] | None = None,
     key_erase: bool = False,
     occupied: Mapping[tuple[str, ...], int] | None = None,
+    exclude: Iterable[int] = (),
 ) -> tuple[Selection, list[HostClaim]]:
     """Select and claim in one transaction (see the module docstring). Returns the selection
-    and the claims (none when it is infeasible: the selection's explanation says why)."""
+    and the claims (none when it is infeasible: the selection's explanation says why).
+    ``exclude``: hosts not to take although free (booked by a reservation that starts soon)."""
     if not holder:
         raise ValueError("a claim needs a holder")
-    skipped: set[int] = set()
+    skipped: set[int] = set(exclude)
     for _attempt in range(CLAIM_ATTEMPTS):
         try:
             with transaction.atomic():
@@ -444,6 +446,34 @@ def hosts_claim(
         requirement, count, policy, levels=levels, exclude=skipped, key_erase=key_erase, occupied=occupied
     )
     return final, []
+
+
+def hosts_claim_ids(ids: Iterable[int], *, holder: str, tenant: str = "") -> list[HostClaim]:
+    """Claim exactly these hosts — those of them that are free now — in one transaction (a
+    reservation's planned hosts: the plan chose them, no selection is redone). Hosts another
+    transaction holds (locked, or claimed meanwhile) are left out, never waited for; the
+    partial unique constraint on active claims stops a double claim even so."""
+    if not holder:
+        raise ValueError("a claim needs a holder")
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    for _attempt in range(CLAIM_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                free = sorted(
+                    Host.objects.select_for_update(skip_locked=True, of=("self",))
+                    .filter(pk__in=wanted)
+                    .filter(free_q())
+                    .values_list("pk", flat=True)
+                )
+                now = timezone.now()
+                return HostClaim.objects.bulk_create(
+                    HostClaim(host_id=pk, holder=holder, tenant=tenant, claimed_at=now) for pk in free
+                )
+        except IntegrityError:
+            log.info("planned host claim raced another; trying again", extra={"holder": holder})
+    return []
 
 
 def claims_release(*, holder: str, host_ids: Iterable[int] | None = None) -> int:

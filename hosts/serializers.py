@@ -418,6 +418,10 @@ class FleetSettingsSerializer(serializers.Serializer):
     preemption_notice_seconds = serializers.IntegerField()
     minimum_cleaning = serializers.CharField()
     provisioning_attempts = serializers.IntegerField()
+    reservation_extend_window_hours = serializers.IntegerField()
+    reservation_max_hours = serializers.IntegerField()
+    reservation_horizon_days = serializers.IntegerField()
+    reservation_reminder_minutes = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
 
     @extend_schema_field(
@@ -450,3 +454,9 @@ class FleetSettingsUpdateSerializer(StrictSerializer):
     preemption_notice_seconds = serializers.IntegerField(required=False, min_value=0, max_value=86_400)
     minimum_cleaning = serializers.ChoiceField(required=False, choices=["standard", "key_erase"])
     provisioning_attempts = serializers.IntegerField(required=False, min_value=0, max_value=20)
+    reservation_extend_window_hours = serializers.IntegerField(required=False, min_value=0, max_value=8_760)
+    reservation_max_hours = serializers.IntegerField(required=False, min_value=1, max_value=8_760)
+    reservation_horizon_days = serializers.IntegerField(required=False, min_value=1, max_value=1_095)
+    reservation_reminder_minutes = serializers.IntegerField(
+        required=False, min_value=0, max_value=10_080, help_text="0: no reminder."
+    )

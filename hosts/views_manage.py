@@ -439,6 +439,10 @@ def fleet_settings(request: HttpRequest) -> HttpResponse:
                 preemption_notice_seconds=data["preemption_notice_seconds"],
                 minimum_cleaning=data["minimum_cleaning"],
                 provisioning_attempts=data["provisioning_attempts"],
+                reservation_extend_window_hours=data["reservation_extend_window_hours"],
+                reservation_max_hours=data["reservation_max_hours"],
+                reservation_horizon_days=data["reservation_horizon_days"],
+                reservation_reminder_minutes=data["reservation_reminder_minutes"],
                 actor=request.user,
             )
         except ValidationError as exc:

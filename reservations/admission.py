@@ -36,8 +36,9 @@ Affinity rules ("all in one rack") cannot be written as a flow; the host plan
 from __future__ import annotations
 
 import itertools
+import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,7 +56,6 @@ from tenants.quota import (
     SINK,
     SOURCE,
     _committing_pools,
-    _max_flow,
     _pool_size,
     _reachable,
     eligible_q,
@@ -65,6 +65,7 @@ from tenants.quota import (
 log = logging.getLogger(__name__)
 
 INFINITY = 10**9
+DEFAULT_LEAD_SECONDS = 15 * 60 + METADATA_SECONDS  # before any provisioning was recorded
 
 
 # ============================================================================ the pure core
@@ -91,50 +92,249 @@ class SliceVerdict:
     short_hosts: int = 0  # hosts able to serve any of them
 
 
-def slice_flow(demands: Sequence[Demand], buckets: Mapping[int, tuple[str, ...]] | None = None) -> SliceVerdict:
+def slice_flow(
+    demands: Sequence[Demand], buckets: Mapping[int, tuple[str, ...]] | None = None, *, memo: dict | None = None
+) -> SliceVerdict:
     """Whether ``demands`` can all be served at once by distinct hosts (step 3 of the module
     docstring). ``buckets``: host id → location path, needed only for capped demands; a host not
     placed as deep as a cap's level cannot serve that demand (nobody can promise "1 per rack"
-    for a host whose rack is unknown)."""
+    for a host whose rack is unknown). ``memo``: a dict kept for as long as the host sets and
+    ``buckets`` mean the same hosts (one fleet version), where the grouping of hosts is reused.
+
+    1. The hosts are grouped into *atoms*: the hosts in exactly the same host sets (and, for the
+       hosts a capped demand may use, the same bucket). The flow runs on atoms, not hosts.
+    2. A fast yes (:func:`_components_fit`): components sharing no host judged apart, by
+       Hall's condition when uncapped, by a remembered flow when capped.
+    3. Otherwise the flow: uncapped demands on the same host set as one demand; only when that
+       network is short is it rebuilt demand by demand, so the cut names the demands that
+       over-ask. A greedy flow first, then shortest augmenting paths from it (Edmonds–Karp).
+    """
     wanted = [d for d in demands if d.count > 0]
     asked = sum(d.count for d in wanted)
     if not wanted:
         return SliceVerdict(ok=True, carried=0, asked=0)
-    capped_levels = sorted({d.level for d in wanted if d.cap is not None and d.level is not None})
-    # Group the hosts: the demands each serves (and, when caps are involved, its buckets).
-    serves: dict[int, list[int]] = defaultdict(list)
-    for index, demand in enumerate(wanted):
-        for host in demand.hosts:
-            serves[host].append(index)
-    groups: dict[tuple, int] = defaultdict(int)
-    for host, indices in serves.items():
-        path = (buckets or {}).get(host, ()) if capped_levels else ()
-        place = tuple(path[: level + 1] if len(path) > level else None for level in capped_levels)
-        groups[(tuple(indices), place)] += 1
+    distinct: dict[frozenset[int], None] = {}
+    for demand in wanted:
+        distinct.setdefault(demand.hosts, None)
+    sets = tuple(sorted(distinct, key=lambda s: (hash(s), len(s))))
+    index = {s: i for i, s in enumerate(sets)}
+    capped = tuple(sorted({(index[d.hosts], d.level) for d in wanted if d.cap is not None and d.level is not None}))
+    levels, atoms = _atoms(sets, capped, buckets, memo)
+    if _components_fit(wanted, index, sets, capped, levels, atoms, memo):
+        return SliceVerdict(ok=True, carried=asked, asked=asked)
+    shared = Counter(index[d.hosts] for d in wanted if d.cap is None or d.level is None)
+    merge = any(n > 1 for n in shared.values())
+    verdict = _atom_flow(wanted, index, levels, atoms, asked, merge=merge)
+    if merge and not verdict.ok:
+        verdict = _atom_flow(wanted, index, levels, atoms, asked, merge=False)
+    return verdict
+
+
+MEMO_LIMIT = 100_000  # slice verdicts kept per fleet version before starting afresh
+
+
+def _components_fit(wanted, index, sets, capped, levels, atoms, memo) -> bool:
+    """A fast yes (False means "run the full flow"): the demands split into components that
+    share no host (general and GPU bookings, say), each judged alone —
+
+    * without a cap, by Hall's condition over its host sets: every union of sets has at least
+      as many hosts as the demands on them ask (exact for this supply–demand network);
+    * with a cap, by the flow on that component alone, remembered in ``memo`` by the
+      component's demands (the GPU side changes far less often than the general side).
+    """
+    k = len(sets)
+    parent = list(range(k))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for bits, _, _ in atoms:
+        first = (bits & -bits).bit_length() - 1
+        rest = bits & (bits - 1)
+        while rest:
+            other = (rest & -rest).bit_length() - 1
+            parent[find(other)] = find(first)
+            rest &= rest - 1
+    members: dict[int, list[Demand]] = defaultdict(list)
+    for demand in wanted:
+        members[find(index[demand.hosts])].append(demand)
+    for demands in members.values():
+        if any(d.cap is not None and d.level is not None for d in demands):
+            key = (
+                "component",
+                sets,
+                capped,
+                tuple(sorted((index[d.hosts], d.level or -1, d.cap or 0, d.count) for d in demands)),
+            )
+            known = memo.get(key) if memo is not None else None
+            if known is None:
+                asked = sum(d.count for d in demands)
+                known = _atom_flow(demands, index, levels, atoms, asked, merge=True).ok
+                if memo is not None:
+                    if len(memo) > MEMO_LIMIT:
+                        memo.clear()
+                    memo[key] = known
+            if not known:
+                return False
+            continue
+        asked_by_set: dict[int, int] = defaultdict(int)
+        for d in demands:
+            asked_by_set[index[d.hosts]] += d.count
+        ids = sorted(asked_by_set)
+        if len(ids) > 12:
+            return False  # too many subsets to enumerate: let the flow judge
+        for size in range(1, len(ids) + 1):
+            for chosen in itertools.combinations(ids, size):
+                mask = 0
+                for i in chosen:
+                    mask |= 1 << i
+                hosts = sum(n for bits, _, n in atoms if bits & mask)
+                if sum(asked_by_set[i] for i in chosen) > hosts:
+                    return False
+    return True
+
+
+def _atoms(sets, capped, buckets, memo) -> tuple[list[int], list[tuple[int, tuple, int]]]:
+    """(capped levels, [(membership bit mask, bucket per capped level, size)]) — step 1."""
+    key = (sets, capped)
+    if memo is not None:
+        found = memo.get(key)
+        if found is not None:
+            return found
+    mask: dict[int, int] = defaultdict(int)
+    for i, hosts in enumerate(sets):
+        bit = 1 << i
+        for host in hosts:
+            mask[host] |= bit
+    levels = sorted({level for _, level in capped})
+    # Only the hosts a capped demand may use are told apart by bucket.
+    need = {level: frozenset().union(*(sets[i] for i, lv in capped if lv == level)) for level in levels}
+    groups: dict[tuple[int, tuple], int] = defaultdict(int)
+    paths = buckets or {}
+    for host, bits in mask.items():
+        if levels:
+            path = paths.get(host, ())
+            place = tuple(
+                (path[: level + 1] if len(path) > level else None) if host in need[level] else None for level in levels
+            )
+        else:
+            place = ()
+        groups[(bits, place)] += 1
+    found = (levels, [(bits, place, size) for (bits, place), size in groups.items()])
+    if memo is not None:
+        memo[key] = found
+    return found
+
+
+def _atom_flow(wanted, index, levels, atoms, asked, *, merge: bool) -> SliceVerdict:
+    """Steps 2 and 3 on the atoms."""
     capacity: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
-    for index, demand in enumerate(wanted):
-        capacity[SOURCE][("demand", index)] = demand.count
-    for number, ((indices, place), size) in enumerate(groups.items()):
-        group = ("group", number)
-        capacity[group][SINK] = size
-        for index in indices:
-            demand = wanted[index]
-            if demand.cap is None or demand.level is None:
-                capacity[("demand", index)][group] = INFINITY
+    members: dict[Hashable, list[int]] = defaultdict(list)  # demand node → indices into wanted
+    for number, (_, _, size) in enumerate(atoms):
+        capacity[("atom", number)][SINK] = size
+    for j, demand in enumerate(wanted):
+        i = index[demand.hosts]
+        uncapped = demand.cap is None or demand.level is None
+        node = ("set", i) if merge and uncapped else ("demand", j)
+        members[node].append(j)
+        capacity[SOURCE][node] = capacity[SOURCE].get(node, 0) + demand.count
+        if len(members[node]) > 1:
+            continue  # the merged node's edges are made
+        bit = 1 << i
+        li = None if uncapped else levels.index(demand.level)
+        edges = capacity[node]
+        for number, (bits, place, _) in enumerate(atoms):
+            if not bits & bit:
                 continue
-            bucket = place[capped_levels.index(demand.level)]
+            if li is None:
+                edges[("atom", number)] = INFINITY
+                continue
+            bucket = place[li]
             if bucket is None:
                 continue  # not placed as deep as the cap's level
-            node = ("cap", index, bucket)
-            capacity[("demand", index)][node] = demand.cap
-            capacity[node][group] = INFINITY
-    carried, residual = _max_flow(capacity, SOURCE, SINK)
+            cap_node = ("cap", j, bucket)
+            edges[cap_node] = demand.cap
+            capacity[cap_node][("atom", number)] = INFINITY
+    carried, residual = _greedy_max_flow(capacity)
     if carried >= asked:
         return SliceVerdict(ok=True, carried=carried, asked=asked)
     cut = _reachable(residual, SOURCE)
-    short = tuple(wanted[i].key for i in range(len(wanted)) if ("demand", i) in cut)
-    short_hosts = sum(size for number, (_, size) in enumerate(groups.items()) if ("group", number) in cut)
+    short = tuple(wanted[j].key for node, js in members.items() if node in cut for j in sorted(js))
+    order = {key: n for n, key in enumerate(d.key for d in wanted)}
+    short = tuple(sorted(short, key=order.__getitem__))
+    short_hosts = sum(size for number, (_, _, size) in enumerate(atoms) if ("atom", number) in cut)
     return SliceVerdict(ok=False, carried=carried, asked=asked, short=short, short_hosts=short_hosts)
+
+
+def _greedy_max_flow(capacity: Mapping[Hashable, Mapping[Hashable, int]]) -> tuple[int, dict]:
+    """Maximum flow from SOURCE to SINK of a demand → [cap →] atom → sink network: a greedy
+    flow (each demand takes what its atoms have left), then shortest augmenting paths from it.
+    Returns the flow's value and the residual capacities (reverse edges included)."""
+    residual: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
+    for u, edges in capacity.items():
+        for v, cap in edges.items():
+            residual[u][v] = residual[u].get(v, 0) + cap
+            residual[v].setdefault(u, 0)
+    total = 0
+    source = residual[SOURCE]
+    for node in list(source):
+        want = source[node]
+        for v in list(residual[node]):
+            if want == 0:
+                break
+            if v == SOURCE:
+                continue
+            if v[0] == "atom":
+                hops = [(node, v)]
+                room = min(want, residual[node][v], residual[v][SINK])
+            else:  # a cap node: through it to its atoms
+                room_cap = min(want, residual[node][v])
+                for atom in list(residual[v]):
+                    if room_cap == 0:
+                        break
+                    if atom == node:
+                        continue
+                    push = min(room_cap, residual[atom][SINK])
+                    if push <= 0:
+                        continue
+                    for a, b in ((SOURCE, node), (node, v), (v, atom), (atom, SINK)):
+                        residual[a][b] -= push
+                        residual[b][a] += push
+                    room_cap -= push
+                    want -= push
+                    total += push
+                continue
+            if room <= 0:
+                continue
+            for a, b in (*((SOURCE, node),), *hops, (v, SINK)):
+                residual[a][b] -= room
+                residual[b][a] += room
+            want -= room
+            total += room
+    while True:
+        parent: dict[Hashable, Hashable | None] = {SOURCE: None}
+        queue = deque([SOURCE])
+        while queue and SINK not in parent:
+            u = queue.popleft()
+            for v, cap in residual[u].items():
+                if cap > 0 and v not in parent:
+                    parent[v] = u
+                    queue.append(v)
+        if SINK not in parent:
+            return total, residual
+        path = []
+        v = SINK
+        while parent[v] is not None:
+            path.append((parent[v], v))
+            v = parent[v]
+        push = min(residual[u][v] for u, v in path)
+        for u, v in path:
+            residual[u][v] -= push
+            residual[v][u] += push
+        total += push
 
 
 @dataclass(frozen=True)
@@ -195,6 +395,10 @@ def lead_seconds(host_ids: Iterable[int] | None = None) -> int:
             classes = set(
                 Host.objects.filter(pk__in=ids[:5000]).order_by().values_list("hardware_class", flat=True).distinct()
             )
+    if known.fleet_p95 is None:
+        # No history yet: a typical provisioning plus the metadata cleaning Ironic runs before
+        # it (what the lab and most fleets spend), rather than a lead that is short for sure.
+        return DEFAULT_LEAD_SECONDS + 60
     seconds = max((known.p95_for_class(c)[0] for c in classes), default=known.p95_for_class(None)[0])
     return int(seconds) + 60
 
@@ -249,18 +453,42 @@ class Verdict:
     seconds: float = 0.0
 
 
+# What admission reads of the hosts, kept across checks while the hosts table is unchanged (see
+# :func:`_fleet_version`): the matching set per requirement, the location paths, the grouping
+# of hosts per combination of sets (slice_flow's memo). A booking page's checks and the
+# candidates of an earliest start then cost a query each instead of one per requirement.
+_CACHE: dict = {"version": None}
+
+
+def _fleet_version(levels) -> tuple:
+    """Changes whenever a host row is inserted, updated or deleted: the number of rows and the
+    sum of their ``xmin`` (the id of the transaction that wrote each row version; every write
+    makes a new one). Cheaper than reading the hosts, and — unlike ``updated_at`` — also moved
+    by a queryset ``.update()``."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), coalesce(sum(xmin::text::bigint), 0) FROM hosts_host")
+        return (*cursor.fetchone(), tuple(levels))
+
+
 class _Fleet:
-    """What one admission check needs from the database, loaded once: eligible hosts per
-    requirement (cached by the requirement's JSON), host locations for caps, quotas."""
+    """What one admission check needs from the database: eligible hosts per requirement
+    (cached by the requirement's JSON, across checks for one fleet version), host locations
+    for caps, quotas."""
 
     def __init__(self) -> None:
+        global _CACHE
         self.levels = list(FleetSettings.load().topology_levels)
         self.eligible = Host.objects.filter(eligible_q())
-        self._matching: dict[str, frozenset[int]] = {}
-        self._paths: dict[int, tuple[str, ...]] | None = None
+        version = _fleet_version(self.levels)
+        if _CACHE.get("version") != version:
+            _CACHE = {"version": version, "matching": {}, "paths": None, "memo": {}}
+        self._cache = _CACHE
+        self._matching: dict[str, frozenset[int]] = _CACHE["matching"]
+        self.memo: dict = _CACHE["memo"]
         self.quotas = {(q.tenant_id, q.quota_class_id): q for q in Quota.objects.all()}
         self.classes = {k.pk: k for k in QuotaClass.objects.all()}
         self._class_req: dict[int, Requirement | None] = {}
+        self.held_demand: dict[int, Demand] = {}  # per check (see check): a held booking's demand
 
     def matching(self, requirement: Requirement) -> frozenset[int]:
         key = requirement.to_compact()
@@ -279,12 +507,12 @@ class _Fleet:
         return self._class_req[class_id]
 
     def paths(self) -> dict[int, tuple[str, ...]]:
-        if self._paths is None:
-            self._paths = {
+        if self._cache["paths"] is None:
+            self._cache["paths"] = {
                 pk: topology.path(location or {}, self.levels)
                 for pk, location in self.eligible.values_list("id", "location")
             }
-        return self._paths
+        return self._cache["paths"]
 
     def cap(self, policy: Policy) -> tuple[int | None, int | None]:
         """(level index, max per bucket) of a policy's hard cap, if it has one."""
@@ -314,16 +542,18 @@ class _Held:
 
 
 def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held]:
-    """Holding reservations whose occupancy overlaps [lo, hi) (one query, GiST index)."""
+    """Holding reservations whose occupancy overlaps [lo, hi) (one query, GiST index). Rows,
+    not models, and each pool's requirement parsed once: a long window overlaps hundreds."""
     from reservations.models import Reservation
 
     rows = (
         Reservation.objects.holding()
         .filter(occupancy__overlap=(lo, hi))
         .exclude(pk__in=list(exclude))
-        .select_related("tenant", "node_pool__quota_class")
-        .only(
+        .order_by()
+        .values_list(
             "id",
+            "tenant_id",
             "tenant__slug",
             "name",
             "count",
@@ -332,33 +562,64 @@ def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held
             "policy",
             "occupancy",
             "starts_at",
+            "node_pool_id",
             "node_pool__requirement",
             "node_pool__policy",
-            "node_pool__quota_class",
+            "node_pool__quota_class_id",
+            "node_pool__quota_class__requirement",
         )
     )
+    requirements: dict[tuple, Requirement | None] = {}
+    policies: dict[str, Policy] = {}
     out = []
-    for r in rows:
-        try:
-            requirement = r.get_requirement()
-        except RequirementError:
-            requirement = None  # it serves nothing new; it still counts against nobody
-        try:
-            policy = Policy.from_json(r.policy or r.node_pool.policy or {}, None)
-        except PolicyError:
-            policy = Policy()
+    for (
+        pk,
+        tenant_id,
+        slug,
+        name,
+        count,
+        priority,
+        own,
+        policy_json,
+        occupancy,
+        starts_at,
+        pool_id,
+        pool_requirement,
+        pool_policy,
+        class_id,
+        class_requirement,
+    ) in rows:
+        key = (pool_id, json.dumps(own, sort_keys=True) if own else "")
+        if key not in requirements:
+            try:
+                # As Reservation.get_requirement: the class's, the pool's own, the booking's own.
+                requirement = Requirement.from_json(class_requirement)
+                if pool_requirement:
+                    requirement = requirement.merge(Requirement.from_json(pool_requirement))
+                if own:
+                    requirement = requirement.merge(Requirement.from_json(own))
+            except RequirementError:
+                requirement = None  # it serves nothing new; it still counts against nobody
+            requirements[key] = requirement
+        chosen = policy_json or pool_policy or {}
+        policy_key = json.dumps(chosen, sort_keys=True)
+        if policy_key not in policies:
+            try:
+                policies[policy_key] = Policy.from_json(chosen, None)
+            except PolicyError:
+                policies[policy_key] = Policy()
         out.append(
             _Held(
-                id=r.pk,
-                tenant_id=r.tenant_id,
-                quota_class_id=r.node_pool.quota_class_id,
-                priority=r.priority,
-                count=r.count,
-                start=r.occupancy.lower,
-                end=r.occupancy.upper,
-                requirement=requirement,
-                policy=policy,
-                label=f"{r.tenant.slug}: {r.name or str(r.count) + ' hosts'} ({r.starts_at:%a %d %b %H:%M})",
+                id=pk,
+                tenant_id=tenant_id,
+                quota_class_id=class_id,
+                priority=priority,
+                count=count,
+                start=occupancy.lower,
+                end=occupancy.upper,
+                requirement=requirements[key],
+                policy=policies[policy_key],
+                label=f"{slug}: {name or str(count) + ' hosts'} ({timezone.localtime(starts_at):%a %d %b %H:%M})",
             )
         )
     return out
@@ -392,6 +653,7 @@ def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet:
     occupancies = ask.occupancies()
     lo, hi = min(s for s, _ in occupancies), max(e for _, e in occupancies)
     held = _held(lo, hi, exclude)
+    fleet.held_demand = {}  # bookings may have changed since the fleet was loaded
     by_id = {h.id: h for h in held}
     ask_hosts = fleet.matching(ask.requirement)
     level, cap = fleet.cap(ask.policy)
@@ -486,14 +748,19 @@ NEW = ("new",)
 
 def _fleet_slice(ask: Ask, ask_hosts, level, cap, active: list[_Held], fleet: _Fleet) -> SliceVerdict:
     demands: list[Demand] = []
+    held_demand = fleet.held_demand
     guaranteed_booked: dict[tuple[int, int], int] = defaultdict(int)
     for h in active:
         if h.priority == "guaranteed":
             guaranteed_booked[(h.tenant_id, h.quota_class_id)] += h.count
         if h.priority == "preemptible" or h.requirement is None:
             continue
-        h_level, h_cap = fleet.cap(h.policy)
-        demands.append(Demand(key=h.id, count=h.count, hosts=fleet.matching(h.requirement), level=h_level, cap=h_cap))
+        demand = held_demand.get(h.id)
+        if demand is None:
+            h_level, h_cap = fleet.cap(h.policy)
+            demand = Demand(key=h.id, count=h.count, hosts=fleet.matching(h.requirement), level=h_level, cap=h_cap)
+            held_demand[h.id] = demand
+        demands.append(demand)
     if ask.priority == "guaranteed":
         guaranteed_booked[(ask.tenant.pk, ask.quota_class.pk)] += ask.count
     standing: dict[int, int] = defaultdict(int)
@@ -506,7 +773,7 @@ def _fleet_slice(ask: Ask, ask_hosts, level, cap, active: list[_Held], fleet: _F
         if requirement is not None:
             demands.append(Demand(key=("standing", class_id), count=n, hosts=fleet.matching(requirement)))
     demands.append(Demand(key=NEW, count=ask.count, hosts=ask_hosts, level=level, cap=cap))
-    return slice_flow(demands, fleet.paths() if any(d.cap is not None for d in demands) else None)
+    return slice_flow(demands, fleet.paths() if any(d.cap is not None for d in demands) else None, memo=fleet.memo)
 
 
 def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by_id, fleet: _Fleet) -> Refusal:
@@ -524,6 +791,20 @@ def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by
     if ask.policy.level and (ask.policy.max_per_bucket or (ask.policy.mode == "spread" and ask.policy.hard)):
         spread = f", at most {ask.policy.max_per_bucket or 1} per {ask.policy.level}"
     what = f"{ask.count} × {ask.requirement.describe()}{spread}"
+    if NEW not in verdict.short:
+        # The promises already exceed the fleet then (hosts went into maintenance, say): the
+        # new booking is not what over-asks, so do not say the hosts are "able to serve it".
+        return Refusal(
+            message=f"{what} cannot be promised from {_when(a)} to {_when(b)}: the fleet is already short by "
+            f"{_hosts(short_by)} of what it has promised then (the {_hosts(verdict.short_hosts)} able to serve "
+            + "; ".join([*classes, *labels[:5]])
+            + " are too few); an operator must bring hosts back or lower guarantees",
+            slice_start=a,
+            slice_end=b,
+            classes=classes,
+            competing=competing,
+            competing_labels=labels,
+        )
     message = f"{what} does not fit from {_when(a)} to {_when(b)}: short by {_hosts(short_by)}"
     if verdict.short_hosts:
         message += f" (the {_hosts(verdict.short_hosts)} able to serve it are promised"

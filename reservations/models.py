@@ -171,8 +171,8 @@ def new_feed_token() -> str:
 
 class CalendarFeed(models.Model):
     """A tenant's iCalendar feed: a secret URL any calendar client can subscribe to. Rotating
-    the token invalidates the old URL. The token is a secret: shown once to the tenant's
-    owners, never in logs or the API."""
+    the token invalidates the old URL. The token is a secret: shown to the tenant's owners and
+    members (page and API, never cached), never to viewers, never in logs or the audit log."""
 
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="calendar_feed")
     token = models.CharField(max_length=64, unique=True, default=new_feed_token)

@@ -104,9 +104,10 @@ def expand(*, rule: str, first_start: datetime, duration: timedelta, tz_name: st
     if not body:
         return [Window(first_start.astimezone(UTC), first_start.astimezone(UTC) + duration)]
     try:
-        recurrence = rrulestr(body, dtstart=local_start, ignoretz=True)
+        recurrence = rrulestr(_local_until(body, tz), dtstart=local_start, ignoretz=True)
     except (ValueError, TypeError) as exc:
         raise RecurrenceError(f"cannot read the recurrence {body!r}: {exc}") from exc
+    count = _count(body)
     # The bound is compared in local time (the rule's own); a day of slack covers any offset.
     local_until = until.astimezone(tz).replace(tzinfo=None) + timedelta(days=1)
     windows: list[Window] = []
@@ -118,6 +119,10 @@ def expand(*, rule: str, first_start: datetime, duration: timedelta, tz_name: st
             starts.append(occurrence)
         if len(starts) > MAX_OCCURRENCES + 1:
             break
+    if count is not None:
+        # DTSTART counts as the first occurrence (RFC 5545 §3.3.10) even when the rule would
+        # not produce it: COUNT=5 is five windows, not the first start plus five more.
+        starts = starts[:count]
     for naive in starts:
         start = _place(naive, tz)
         if start >= until:
@@ -138,6 +143,31 @@ def expand(*, rule: str, first_start: datetime, duration: timedelta, tz_name: st
                 f"{before.ends_at:%Y-%m-%d %H:%M} UTC, after the next one starts; shorten it or space them out"
             )
     return windows
+
+
+def _count(body: str) -> int | None:
+    for part in body.split(";"):
+        name, _, value = part.partition("=")
+        if name == "COUNT" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _local_until(body: str, tz: ZoneInfo) -> str:
+    """The rule with a UTC UNTIL (``…Z``, as RFC 5545 requires when the start has a zone)
+    turned into the zone's wall-clock time: the rule is expanded on naive local times, and
+    dateutil would otherwise read ``19:00Z`` as 19:00 local (an hour off in Zurich)."""
+    parts = []
+    for part in body.split(";"):
+        name, _, value = part.partition("=")
+        if name == "UNTIL" and value.endswith("Z"):
+            try:
+                moment = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError as exc:
+                raise RecurrenceError(f"UNTIL={value}: give it as 20261231T235959Z") from exc
+            part = f"UNTIL={moment.astimezone(tz):%Y%m%dT%H%M%S}"
+        parts.append(part)
+    return ";".join(parts)
 
 
 def describe(rule: str) -> str:

@@ -78,6 +78,8 @@ def _duration(value: Any) -> timedelta:
         return timedelta(hours=value)
     if isinstance(value, str):
         text = value.strip().lower()
+        if text.replace(".", "", 1).isdigit():
+            return timedelta(hours=float(text))  # a bare number is hours, as in the form
         if text.endswith("h") and text[:-1].replace(".", "", 1).isdigit():
             return timedelta(hours=float(text[:-1]))
         if text.endswith("d") and text[:-1].isdigit():
@@ -486,7 +488,7 @@ def reservation_release(*, reservation: Reservation, acting_user=None) -> Reserv
                 f"Released early by {who} at {timezone.localtime(now):%a %d %b %H:%M}.",
                 actor=acting_user,
                 action="reservation.release",
-                ends_at=now,
+                ends_at=max(now, current.starts_at + timedelta(seconds=1)),
             )
             plan.plan_shorten(current, until=now)
         transaction.on_commit(_kick)
@@ -560,7 +562,9 @@ def reservation_extend(*, reservation: Reservation, ends_at: Any, acting_user=No
             taken = _first_conflict(current, new_end + handoff)
             raise ValidationError({"ends_at": f"Cannot extend: {taken}"}) from exc
         before = current.ends_at
-        Reservation.objects.filter(pk=current.pk).update(ends_at=new_end, occupancy=occupancy, reminded_at=None)
+        Reservation.objects.filter(pk=current.pk).update(
+            ends_at=new_end, occupancy=occupancy, reminded_at=None, updated_at=timezone.now()
+        )
         current.ends_at, current.occupancy = new_end, occupancy
         audit_record(
             actor=acting_user,
@@ -592,3 +596,85 @@ def _first_conflict(reservation: Reservation, until: datetime) -> str:
         f"host {clash.host.name} is booked by another reservation from "
         f"{timezone.localtime(clash.during.lower):%a %d %b %H:%M}."
     )
+
+
+# ============================================================================ availability (the API's /availability/)
+
+
+def availability_ask(
+    *,
+    tenant: Tenant,
+    requirement: Any,
+    count: Any,
+    duration: Any,
+    quota_class: Any = None,
+    after: Any = None,
+    priority: Any = None,
+    now: datetime | None = None,
+) -> tuple[admission.Ask, datetime, timedelta]:
+    """The admission question behind "when can I get ``count`` hosts like this for
+    ``duration``?": ``(ask, after, duration)`` for :func:`admission.availability`.
+
+    No pool is named, so the quota class is ``quota_class`` (a name or a class) or, when it is
+    not given, the first class (in the catalogue's order) whose requirement the asked one
+    already contains — merging the class's requirement into it changes nothing ("gpu:nvidia-
+    a100>=2" is in gpu-a100; "cores>=32" is in no class that forbids GPUs: name the class).
+
+    The rules are :func:`booking_validate`'s (count, duration, horizon, requirement), judged
+    as a booking for a new pool of that class in an unsaved stand-in cluster of the tenant;
+    errors are keyed ``count``, ``duration``, ``after``, ``requirement``, ``quota_class``.
+    """
+    import re
+
+    from tenants.clusters import _quota_class
+    from tenants.models import Cluster, QuotaClass
+
+    now = now or timezone.now()
+    start = now if after in (None, "") else _when(after, "after")
+    start = max(start, now)
+    if isinstance(duration, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", duration):
+        duration = float(duration)  # a bare number in a query string is hours (as in a form)
+    if isinstance(requirement, str):
+        try:
+            asked = Requirement.parse(requirement)
+        except RequirementError as exc:
+            raise ValidationError({"requirement": str(exc)}) from exc
+    elif isinstance(requirement, dict):
+        try:
+            asked = Requirement.from_json(requirement)
+        except RequirementError as exc:
+            raise ValidationError({"requirement": str(exc)}) from exc
+    else:
+        asked = Requirement()
+    if quota_class not in (None, ""):
+        klass = _quota_class(quota_class)
+    else:
+        klass = None
+        for candidate in QuotaClass.objects.order_by("order", "name"):
+            try:
+                if candidate.get_requirement().merge(asked).to_json() == asked.to_json():
+                    klass = candidate
+                    break
+            except RequirementError:
+                continue
+        if klass is None:
+            raise ValidationError(
+                {"quota_class": "No quota class contains this requirement: name the class (quota_class)."}
+            )
+    try:
+        booking = booking_validate(
+            tenant=tenant,
+            new_pool={"cluster": Cluster(tenant=tenant), "quota_class": klass},
+            count=count,
+            starts_at=start,
+            duration=duration if duration not in (None, "") else None,
+            ends_at=None,
+            requirement=asked.to_json(),
+            priority=priority,
+            now=now,
+        )
+    except ValidationError as exc:
+        renamed = {"starts_at": "after", "ends_at": "duration"}
+        raise ValidationError({renamed.get(k, k): v for k, v in exc.message_dict.items()}) from exc
+    first_start, first_end = booking.windows[0]
+    return booking.ask, first_start, first_end - first_start

@@ -324,6 +324,13 @@ CELERY_BEAT_SCHEDULE: dict = {
         "options": {"expires": 3600},
     },
 }
+if TEAPOT_DEMO:
+    # The demo bookings wait for the demo fleet to be inspected (reservations.demo); idempotent.
+    CELERY_BEAT_SCHEDULE["reservations-demo-seed"] = {
+        "task": "teapot.reservations.demo-seed",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    }
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.var_dir() / "celerybeat-schedule")
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -367,7 +374,10 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        "django.server": {"level": "INFO"},
+        # Redacted at the source too: runserver's lines and Django's request log quote paths, and
+        # some paths are secrets (a calendar feed's address); their warnings reach stderr as well.
+        "django.server": {"level": "INFO", "filters": ["redact"]},
+        "django.request": {"filters": ["redact"]},
         "pgserver": {"level": "WARNING"},
         # One line per task run drowns everything else (the lab ticks every 5 s); failures still log.
         "celery.app.trace": {"level": os.environ.get("CELERY_TRACE_LOG_LEVEL", "WARNING")},

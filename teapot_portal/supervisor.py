@@ -85,6 +85,8 @@ class Supervisor:
                 "2",
                 "--access-logfile",
                 "-",
+                "--logger-class",  # masks secret paths (calendar feeds) in the access log
+                "teapot_portal.logging.RedactingGunicornLogger",
             ]
         else:
             web = [python, "manage.py", "runserver", bind]

@@ -13,8 +13,9 @@ cluster being deleted waits for its pools, then deletes its objects.
 1. **Read.** The pool's BareMetalHosts (by the ``teapot.io/node-pool`` label, plus any the pool
    still holds without it), the Machines of its MachineDeployment and the host each is bound to.
 2. **Desired size.** Fixed pools: ``replicas``. Autoscaled pools: the MachineDeployment's
-   ``spec.replicas`` (the Cluster Autoscaler's say) clamped to ``[min, quota ceiling]``. A pool
-   being deleted: 0.
+   ``spec.replicas`` (the Cluster Autoscaler's say) clamped to ``[min, quota ceiling]``. Plus
+   the hosts of the pool's reservations that are preparing or active, and of its pre-empted
+   ones whose hosts still serve their notice (:class:`_Reserved`). A pool being deleted: 0.
 3. **Follow each held host** (:class:`~tenants.models.PoolHost`): bound → provisioning → ready
    (a Machine with a Node); a host CAPI let go (scale-down, deletion, remediation) → releasing,
    its pool label removed so CAPM3 cannot bind it again; released once the BareMetalHost is
@@ -28,20 +29,31 @@ cluster being deleted waits for its pools, then deletes its objects.
 5. **Surplus.** More hosts than desired: hosts not bound yet are released at once (borrowed
    before guaranteed); bound ones go when Cluster API deletes their Machines (it scales the
    MachineDeployment down itself).
-6. **Allocate.** Fewer hosts than desired: under the tenant's row lock, the quota budget
+6. **Allocate.** Fewer hosts than desired: first for the pool's preparing and active
+   reservations (:func:`_allocate_reserved`): their planned hosts (the host plan) are claimed
+   exactly when free; a planned host still cleaning is waited for; one held by another pool's
+   borrowed or pre-emptible use is taken back with notice; one that cannot serve (maintenance,
+   error, held by a guarantee) is dropped from the plan and replaced by a normal selection;
+   a *guaranteed* booking that still lacks hosts takes them back from borrowed or pre-emptible
+   use (:func:`_reclaim_for`), least disruptive first. Then the standing part: under the
+   tenant's row lock, the quota budget
    (:func:`tenants.quota.allocation_budget`) caps how many; the allocator selects and claims
    them atomically (:func:`hosts.selection.hosts_claim`); each is marked guaranteed (within the
    tenant's guarantee) or borrowed. When the fleet has no free host and the need is within the
    tenant's guarantee, borrowed or pre-emptible hosts of other pools are chosen as victims —
    least disruptive first — and given notice (:func:`_preempt_for`).
 7. **Guaranteed marks.** Within a tenant and class, the hosts marked guaranteed are exactly
-   ``min(guaranteed, non-pre-emptible hosts held)`` — a borrowed host becomes guaranteed when a
+   ``min(guaranteed, non-pre-emptible hosts held)`` (hosts of pre-emptible bookings are
+   pre-emptible) — a borrowed host becomes guaranteed when a
    guaranteed one leaves (and any notice on it is withdrawn).
 8. **Labels.** Every held host carries ``teapot.io/node-pool=<uid>`` and the tenant label; no
    other host carries the pool's label.
 9. **Apply** the Metal3MachineTemplate, KubeadmConfigTemplate, MachineDeployment (replicas =
    desired; autoscaled: min/max annotations clamped by quota, no replicas, scale-from-zero
    capacity from the host the pool would get) and MachineHealthCheck; stale templates deleted.
+   While the pool's only work is a booking that has not started (preparing, none active, no
+   standing replicas) its nodes carry the ``teapot.io/reservation-pending:NoSchedule`` taint,
+   so the hosts that are Ready early take no pods until the start.
 10. **Status**: ready/desired, phase and a message in words.
 """
 
@@ -50,8 +62,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -59,9 +72,10 @@ from django.utils import timezone
 
 from hosts import topology
 from hosts.curation import hosts_set_maintenance
+from hosts.handoff import METADATA_SECONDS
 from hosts.models import FleetSettings, Host, HostClaim
 from hosts.requirements import RequirementError
-from hosts.selection import hosts_claim, hosts_select
+from hosts.selection import hosts_claim, hosts_claim_ids, hosts_select
 from teapot_portal.gateway import builders, kinds
 from teapot_portal.gateway.base import Gateway, HostRecord, NotFound
 from teapot_portal.gateway.factory import get_gateway
@@ -72,8 +86,31 @@ from tenants.models import Cluster, NodePool, PoolHost, Tenant
 log = logging.getLogger(__name__)
 
 LOCK_RECONCILE_ALL = 20
+# "Now" for the reconcile's decisions (notices, allocation times, bookings due): the wall clock,
+# or the time a caller drives (the lab's simulated clock in tests) — see node_pool_reconcile.
+_NOW: ContextVar[datetime | None] = ContextVar("teapot_provisioning_now", default=None)
+
+
+def _now() -> datetime:
+    return _NOW.get() or timezone.now()
+
+
+@contextlib.contextmanager
+def _at(now: datetime | None):
+    token = _NOW.set(now) if now is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _NOW.reset(token)
+
+
 LIVE = (PoolHost.State.ALLOCATED, PoolHost.State.PROVISIONING, PoolHost.State.READY)
 CLEANING_MODE = {NodePool.Cleaning.STANDARD: "metadata", NodePool.Cleaning.KEY_ERASE: "disabled"}
+TAINT_RESERVATION_PENDING = builders.Taint(key="teapot.io/reservation-pending", effect="NoSchedule")
+# A standing pool does not take a host a booking of another pool needs within this (plus the
+# notice and the hand-off): it would be reclaimed before it had done any work.
+STANDING_HORIZON = timedelta(hours=1)
 POOL_KINDS = (
     kinds.MACHINEHEALTHCHECK,
     kinds.MACHINEDEPLOYMENT,
@@ -265,6 +302,7 @@ def _end(ph: PoolHost, state: str, message: str = "") -> None:
             and taker is not None
             and taker.deleted_at is None
             and taker.phase != NodePool.Phase.DELETING
+            and ph.host_id not in _early_hosts(taker)
         ):
             claim = HostClaim.objects.create(
                 host_id=ph.host_id, holder=taker.holder, tenant=taker.cluster.tenant.slug, claimed_at=now
@@ -277,7 +315,7 @@ def _end(ph: PoolHost, state: str, message: str = "") -> None:
 
 def _follow(gw: Gateway, pool: NodePool, held: list[PoolHost], view: _View, settings: FleetSettings) -> list[str]:
     """Step 3 and 4; returns events worth a message."""
-    now = timezone.now()
+    now = _now()
     notes = []
     for ph in held:
         name = ph.host.name
@@ -377,48 +415,55 @@ def _release_surplus(gw: Gateway, pool: NodePool, desired: int, view: _View) -> 
     return released
 
 
-def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
+def _allocate(pool: NodePool, desired: int, settings: FleetSettings, reserved: _Reserved | None = None) -> str:
     """Step 6; returns what stops the pool from growing ("" when nothing does)."""
     from tenants.quota import allocation_budget
 
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=pool.cluster.tenant_id)
+        now = _now()
         live = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE)
         have = live.filter(preempt_at__isnull=True).count()
-        incoming = PoolHost.objects.filter(preempted_for=pool, released_at__isnull=True).count()
+        # Hosts reclaimed early for a booking that has not started are not handed to the pool
+        # (they wait, free, for its preparation): they are not on their way to it.
+        incoming = (
+            PoolHost.objects.filter(preempted_for=pool, released_at__isnull=True)
+            .exclude(host_id__in=_early_hosts(pool))
+            .count()
+        )
         need = desired - have - incoming
         if need <= 0:
             return "" if not incoming else f"Waiting for {incoming} pre-empted host(s) to be handed over."
+        notes: list[str] = []
+        if reserved is not None and reserved.reservations:
+            need, notes = _allocate_reserved(pool, tenant, reserved.reservations, need, settings, now)
+            if need <= 0:
+                return " ".join(notes)
+        prefix = (" ".join(notes) + " ") if notes else ""
         budget = allocation_budget(tenant=tenant, quota_class=pool.quota_class, workload_class=pool.workload_class)
         take = min(need, budget.room)
         if take <= 0:
-            return f"Quota: {tenant.slug} holds its maximum of {pool.quota_class.name} hosts; {need} more wanted."
+            return (
+                f"{prefix}Quota: {tenant.slug} holds its maximum of {pool.quota_class.name} hosts; {need} more wanted."
+            )
         try:
             requirement = pool.get_requirement()
         except RequirementError as exc:
-            return f"The pool's requirement cannot be used: {exc}"
+            return f"{prefix}The pool's requirement cannot be used: {exc}"
         policy = _policy(pool, settings.topology_levels)
         key_erase = pool.cleaning == NodePool.Cleaning.KEY_ERASE
         occupied = _occupied(pool, settings.topology_levels)
-        claims = []
-        selection = None
-        count = take
-        while count > 0:  # as many as the fleet has, the policy holding for each batch
-            selection, claims = hosts_claim(
-                requirement,
-                count,
-                policy,
-                holder=pool.holder,
-                tenant=tenant.slug,
-                key_erase=key_erase,
-                occupied=occupied,
-            )
-            if claims:
-                break
-            # Fewer free hosts than asked: try what there is; the policy may still cost one more step down.
-            count = min(count - 1, selection.free)
+        selection, claims = _claim_batch(
+            pool,
+            tenant,
+            requirement,
+            take,
+            policy,
+            key_erase=key_erase,
+            occupied=occupied,
+            exclude=_booked_soon(pool, now, settings),
+        )
         guaranteed_left = budget.guaranteed_room
-        now = timezone.now()
         for claim in claims:
             PoolHost.objects.create(
                 pool=pool, host_id=claim.host_id, claim=claim, guaranteed=guaranteed_left > 0, allocated_at=now
@@ -434,17 +479,493 @@ def _allocate(pool: NodePool, desired: int, settings: FleetSettings) -> str:
                 after={"hosts": [h["name"] for h in (selection.hosts if selection else [])]},
             )
         if short <= 0:
-            return (
-                ""
-                if take == need
-                else f"Quota: {tenant.slug} may hold {take} more {pool.quota_class.name} host(s); {need} wanted."
-            )
+            if take == need:
+                return prefix.strip()
+            return f"{prefix}Quota: {tenant.slug} may hold {take} more {pool.quota_class.name} host(s); {need} wanted."
         within_guarantee = min(short, max(0, budget.guaranteed_room - len(claims)))
         noticed = _preempt_for(pool, requirement, within_guarantee, settings) if within_guarantee else 0
         why = selection.allocation.explanation.message if selection and selection.allocation.explanation else ""
         if noticed:
-            return f"{noticed} host(s) pre-empted from other pools to honour {tenant.slug}'s guarantee; handed over after the notice."
-        return f"Waiting for capacity: {short} more host(s) wanted. {why}".strip()
+            return f"{prefix}{noticed} host(s) pre-empted from other pools to honour {tenant.slug}'s guarantee; handed over after the notice."
+        return f"{prefix}Waiting for capacity: {short} more host(s) wanted. {why}".strip()
+
+
+def _claim_batch(pool, tenant, requirement, count, policy, *, key_erase, occupied, exclude):
+    """Select and claim up to ``count`` hosts: as many as the fleet has, the policy holding for
+    each batch. Returns (the last selection, the claims)."""
+    claims: list = []
+    selection = None
+    while count > 0:
+        selection, claims = hosts_claim(
+            requirement,
+            count,
+            policy,
+            holder=pool.holder,
+            tenant=tenant.slug,
+            key_erase=key_erase,
+            occupied=occupied,
+            exclude=exclude,
+        )
+        if claims:
+            break
+        # Fewer free hosts than asked: try what there is; the policy may still cost one more step down.
+        count = min(count - 1, selection.free)
+    return selection, claims
+
+
+# ============================================================================ reservations
+
+
+@dataclass
+class _Reserved:
+    """The pool's bookings that hold hosts now (step 2)."""
+
+    reservations: list  # preparing or active, earliest start first
+    leaving: int = 0  # hosts of its pre-empted bookings still serving their notice
+    standing: int = 0  # the pool's own size, without bookings (set by the reconcile)
+
+    @property
+    def count(self) -> int:
+        return sum(r.count for r in self.reservations) + self.leaving
+
+    @property
+    def pending(self) -> bool:
+        """Nodes would be Ready before anything may run on them: taint them (step 9)."""
+        states = {r.state for r in self.reservations}
+        return "preparing" in states and "active" not in states and self.standing == 0
+
+
+def _reserved(pool: NodePool) -> _Reserved:
+    from reservations.models import HostBooking, Reservation
+
+    reservations = list(
+        Reservation.objects.filter(node_pool=pool, state__in=(Reservation.State.PREPARING, Reservation.State.ACTIVE))
+        .select_related("tenant", "node_pool__quota_class", "node_pool__cluster__tenant")
+        .order_by("starts_at", "pk")
+    )
+    # A pre-empted booking's hosts stay (and keep their Machines) until their notice ends.
+    leaving = (
+        PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=False)
+        .filter(
+            host_id__in=HostBooking.objects.filter(
+                reservation__node_pool=pool, reservation__state=Reservation.State.PREEMPTED
+            ).values("host_id")
+        )
+        .count()
+    )
+    return _Reserved(reservations=reservations, leaving=leaving)
+
+
+def _early_hosts(pool: NodePool) -> set[int]:
+    """Hosts planned for the pool's bookings that have not started preparing (and for none
+    that has): reclaimed early, they wait free for the preparation rather than join the pool."""
+    from reservations.models import HostBooking, Reservation
+
+    bookings = HostBooking.objects.filter(reservation__node_pool=pool)
+    early = set(bookings.filter(reservation__state=Reservation.State.CONFIRMED).values_list("host_id", flat=True))
+    if not early:
+        return early
+    now_serving = set(
+        bookings.filter(
+            reservation__state__in=(Reservation.State.PREPARING, Reservation.State.ACTIVE), host_id__in=early
+        ).values_list("host_id", flat=True)
+    )
+    return early - now_serving
+
+
+def _booked_soon(pool: NodePool, now, settings: FleetSettings) -> set[int]:
+    """Hosts other pools' bookings need soon: not for a standing allocation or another
+    booking's fallback."""
+    from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+
+    from reservations.models import HostBooking, Reservation
+
+    horizon = STANDING_HORIZON + timedelta(seconds=settings.preemption_notice_seconds + METADATA_SECONDS)
+    return set(
+        HostBooking.objects.filter(
+            reservation__state__in=Reservation.HOLDING, during__overlap=DateTimeTZRange(now, now + horizon, "[)")
+        )
+        .exclude(reservation__node_pool=pool)
+        .values_list("host_id", flat=True)
+    )
+
+
+def _serving(ph: PoolHost):
+    """The preparing or active booking of ``ph``'s pool its host is planned for, if any."""
+    from reservations.models import Reservation
+
+    return (
+        Reservation.objects.filter(
+            node_pool_id=ph.pool_id,
+            state__in=(Reservation.State.PREPARING, Reservation.State.ACTIVE),
+            bookings__host_id=ph.host_id,
+        )
+        .select_related("tenant", "node_pool")
+        .first()
+    )
+
+
+def _firm_q() -> Q:
+    """PoolHosts serving a booking that is promised (not pre-emptible): never victims."""
+    from django.db.models import Exists, OuterRef
+
+    from reservations.models import HostBooking, Reservation
+
+    firm = HostBooking.objects.filter(
+        host_id=OuterRef("host_id"),
+        reservation__node_pool_id=OuterRef("pool_id"),
+        reservation__state__in=(Reservation.State.PREPARING, Reservation.State.ACTIVE),
+    ).exclude(reservation__priority=Reservation.Priority.PREEMPTIBLE)
+    return Exists(firm)
+
+
+def _spot_booking_q() -> Q:
+    """PoolHosts serving a pre-emptible booking — or leaving with one that was pre-empted: spot
+    use, whatever their guaranteed mark (a guarantee never withdraws a pre-empted booking's notice)."""
+    from django.db.models import Exists, OuterRef
+
+    from reservations.models import HostBooking, Reservation
+
+    same = HostBooking.objects.filter(host_id=OuterRef("host_id"), reservation__node_pool_id=OuterRef("pool_id"))
+    serving = same.filter(
+        reservation__state__in=(Reservation.State.PREPARING, Reservation.State.ACTIVE),
+        reservation__priority=Reservation.Priority.PREEMPTIBLE,
+    )
+    leaving = same.filter(reservation__state=Reservation.State.PREEMPTED)
+    return Exists(serving) | (Q(preempt_at__isnull=False) & Exists(leaving))
+
+
+def _takeable(ph: PoolHost) -> bool:
+    """Borrowed or pre-emptible use that a booking may take back with notice."""
+    serving = _serving(ph)
+    if serving is not None:
+        return serving.priority == serving.Priority.PREEMPTIBLE
+    return not ph.guaranteed or ph.pool.workload_class == NodePool.WorkloadClass.PREEMPTIBLE
+
+
+def _give_notice(victims: list[PoolHost], taker: NodePool | None, deadline, *, why: str = "") -> int:
+    """Give ``victims`` notice: they leave at ``deadline`` (step 4 then hands them to ``taker``).
+    Audited on both tenants. A pre-emptible booking one of them serves is pre-empted as a
+    whole: state ``preempted`` with the reason, its other hosts leave at the same time, its
+    plan ends then."""
+    from reservations import plan
+    from reservations.models import Reservation
+    from reservations.services import reservation_transition
+    from tenants.clusters import reconcile_pool_after_commit
+
+    given = 0
+    victim_reservations: dict[int, Reservation] = {}
+    for victim in victims:
+        moved = PoolHost.objects.filter(pk=victim.pk, preempt_at__isnull=True, released_at__isnull=True).update(
+            preempt_at=deadline, preempted_for=taker
+        )
+        if not moved:
+            continue
+        given += 1
+        victim.preempt_at, victim.preempted_for = deadline, taker
+        tenants = {victim.pool.cluster.tenant} | ({taker.cluster.tenant} if taker is not None else set())
+        for tenant in tenants:
+            audit_record(
+                actor=None,
+                action="host.preempt_notice",
+                target_type="host",
+                target_id=str(victim.host_id),
+                target_repr=f"{victim.host.name}: {victim.pool} → {taker or 'free'}",
+                tenant=tenant,
+                after={
+                    "from": str(victim.pool),
+                    "for": str(taker) if taker else "",
+                    "leaves_at": deadline.isoformat(),
+                    "why": why,
+                },
+            )
+        reconcile_pool_after_commit(victim.pool_id)
+        serving = _serving(victim)
+        if serving is not None and serving.priority == Reservation.Priority.PREEMPTIBLE:
+            victim_reservations[serving.pk] = serving
+    for reservation in victim_reservations.values():
+        leaves = timezone.localtime(deadline)
+        who = f"{taker.cluster.tenant.slug}/{taker.cluster.name}/{taker.name}" if taker else "another booking"
+        reason = (
+            f"Pre-empted for {who}{f' ({why})' if why else ''}: its hosts leave at {leaves:%a %d %b %H:%M} "
+            "(the notice), then are cleaned and handed over."
+        )
+        if reservation_transition(reservation, Reservation.State.PREEMPTED, reason):
+            others = list(
+                PoolHost.objects.filter(
+                    pool_id=reservation.node_pool_id,
+                    released_at__isnull=True,
+                    state__in=LIVE,
+                    preempt_at__isnull=True,
+                    host_id__in=reservation.bookings.values("host_id"),
+                ).select_related("pool__cluster__tenant", "host")
+            )
+            given += _give_notice(others, None, deadline, why=f"{reservation} was pre-empted")
+            plan.plan_shorten(reservation, until=deadline)
+    return given
+
+
+def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSettings, now) -> tuple[int, list[str]]:
+    """Step 6, for the pool's preparing and active bookings (see the module docstring);
+    returns the need left for the standing part and what is worth saying."""
+    from django.db import IntegrityError
+    from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+
+    from reservations.models import HostBooking, Reservation
+
+    notes: list[str] = []
+    mine = set(
+        PoolHost.objects.filter(
+            pool=pool, released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True
+        ).values_list("host_id", flat=True)
+    )
+    notice = timedelta(seconds=settings.preemption_notice_seconds)
+    for r in reservations:
+        if need <= 0:
+            break
+        planned = set(HostBooking.objects.filter(reservation=r).values_list("host_id", flat=True))
+        # A host the pool took without a plan (a fallback, a hand-over) joins the plan, so it is
+        # protected like the planned ones; a conflict (booked later by someone else) is harmless.
+        for host_id in sorted(mine - planned - _planned_now(pool)):
+            if len(planned) >= r.count:
+                break
+            try:
+                with transaction.atomic():
+                    HostBooking.objects.create(
+                        reservation=r,
+                        host_id=host_id,
+                        during=DateTimeTZRange(min(now, r.occupancy.upper), r.occupancy.upper, "[)"),
+                        handoff_seconds=int((r.occupancy.upper - r.ends_at).total_seconds()),
+                    )
+                planned.add(host_id)
+            except IntegrityError:
+                continue
+        todo = sorted(planned - mine)
+        holders = {
+            ph.host_id: ph
+            for ph in PoolHost.objects.filter(host_id__in=todo, released_at__isnull=True).select_related(
+                "pool__cluster__tenant", "host"
+            )
+        }
+        free = [h for h in todo if h not in holders]
+        claims = hosts_claim_ids(free[: max(need, 0)], holder=pool.holder, tenant=tenant.slug)
+        for claim in claims:
+            PoolHost.objects.create(
+                pool=pool,
+                host_id=claim.host_id,
+                claim=claim,
+                guaranteed=r.priority == Reservation.Priority.GUARANTEED,
+                allocated_at=now,
+            )
+            mine.add(claim.host_id)
+        need -= len(claims)
+        claimed = {c.host_id for c in claims}
+        unusable: list[int] = []
+        waiting: list[str] = []
+        for host in Host.objects.filter(pk__in=[h for h in free if h not in claimed]):
+            if host.retired_at or host.maintenance or host.operational_status == "error":
+                unusable.append(host.pk)
+            else:
+                waiting.append(host.name)  # cleaning after its last pool, or not ready yet: soon free
+        need -= len(waiting)
+        takeable = []
+        for host_id, ph in holders.items():
+            if ph.pool_id == pool.pk or ph.preempted_for_id == pool.pk:
+                continue  # leaving this pool for another (and planned back), or on its way here
+            if ph.preempt_at is None and ph.state in LIVE and _takeable(ph):
+                takeable.append(ph)
+            elif ph.preempt_at is None and ph.state in LIVE:
+                unusable.append(host_id)  # a guarantee or a promised booking holds it
+            else:
+                waiting.append(ph.host.name)  # leaving its pool already
+        if takeable and need > 0:
+            taking = takeable[:need]
+            need -= _give_notice(taking, pool, now + notice, why=f"planned for {r}")
+            notes.append(
+                f"{len(taking)} planned host(s) of {r.name or 'the booking'} are being handed over after the notice."
+            )
+        if waiting:
+            notes.append(f"Waiting for planned host(s) {', '.join(sorted(waiting)[:5])} to be cleaned and free.")
+        if unusable:
+            HostBooking.objects.filter(reservation=r, host_id__in=unusable).delete()
+        unmet = r.count - (len(planned) - len(unusable))
+        if unmet > 0 and need > 0:
+            unmet, need = _fallback(pool, tenant, r, unmet, need, settings, now, mine)
+        if unmet > 0 and need > 0 and r.priority == Reservation.Priority.GUARANTEED:
+            try:
+                requirement = r.get_requirement()
+            except RequirementError:
+                requirement = None
+            noticed = _reclaim_for(pool, r, requirement, min(unmet, need), settings, now) if requirement else 0
+            if noticed:
+                notes.append(
+                    f"{noticed} host(s) taken back from borrowed or pre-emptible use for {r}; handed over after the notice."
+                )
+            unmet -= noticed
+            need -= noticed
+        if unmet > 0:
+            notes.append(f"{r.name or 'A booking'} still lacks {unmet} host(s): no matching host is free.")
+    return need, notes
+
+
+def _planned_now(pool: NodePool) -> set[int]:
+    """Hosts planned for any of the pool's bookings that hold hosts."""
+    from reservations.models import HostBooking, Reservation
+
+    return set(
+        HostBooking.objects.filter(reservation__node_pool=pool, reservation__state__in=Reservation.HOLDING).values_list(
+            "host_id", flat=True
+        )
+    )
+
+
+def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[int]) -> tuple[int, int]:
+    """Hosts of a booking its plan could not give: a normal selection, with the booking's own
+    requirement and policy; what it takes joins the plan. Returns (unmet, need) left."""
+    from django.db import IntegrityError
+    from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+
+    from reservations.models import HostBooking, Reservation
+    from reservations.plan import _policy as booking_policy
+
+    try:
+        requirement = r.get_requirement()
+    except RequirementError:
+        return unmet, need
+    _, claims = _claim_batch(
+        pool,
+        tenant,
+        requirement,
+        min(unmet, need),
+        booking_policy(r, settings.topology_levels),
+        key_erase=pool.cleaning == NodePool.Cleaning.KEY_ERASE,
+        occupied=_occupied(pool, settings.topology_levels),
+        exclude=_booked_soon(pool, now, settings),
+    )
+    for claim in claims:
+        PoolHost.objects.create(
+            pool=pool,
+            host_id=claim.host_id,
+            claim=claim,
+            guaranteed=r.priority == Reservation.Priority.GUARANTEED,
+            allocated_at=now,
+        )
+        mine.add(claim.host_id)
+        try:
+            with transaction.atomic():
+                HostBooking.objects.create(
+                    reservation=r,
+                    host_id=claim.host_id,
+                    during=DateTimeTZRange(min(now, r.occupancy.upper), r.occupancy.upper, "[)"),
+                    handoff_seconds=int((r.occupancy.upper - r.ends_at).total_seconds()),
+                )
+        except IntegrityError:
+            pass  # booked later by another reservation: that one finds another host then
+    if claims:
+        audit_record(
+            actor=None,
+            action="node_pool.allocate",
+            target=pool,
+            tenant=tenant,
+            after={
+                "hosts": sorted(Host.objects.filter(pk__in=[c.host_id for c in claims]).values_list("name", flat=True)),
+                "reservation": r.pk,
+            },
+        )
+    return unmet - len(claims), need - len(claims)
+
+
+def _reclaim_for(pool: NodePool, reservation, requirement, count: int, settings: FleetSettings, now) -> int:
+    """A guaranteed booking short of hosts takes them back from borrowed or pre-emptible use,
+    with notice. Victims that disrupt least first:
+
+    1. the lowest class: pre-emptible use (pre-emptible bookings, pre-emptible pools) before
+       borrowed on-demand hosts;
+    2. the fewest hosts disrupted: a pre-emptible booking is pre-empted as a whole, so taking one
+       of its hosts disrupts all of them; a standing host disrupts itself;
+    3. the most recently started (the least work lost).
+
+    Hosts serving a promised (not pre-emptible) booking are never victims."""
+    from tenants.quota import matching_host_ids
+
+    candidates = list(
+        PoolHost.objects.filter(released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True)
+        .exclude(pool=pool)
+        .filter(Q(guaranteed=False) | Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) | _spot_booking_q())
+        .exclude(_firm_q())
+        .select_related("pool__cluster__tenant", "host")
+    )
+    if not candidates:
+        return 0
+    meeting = matching_host_ids(requirement, Host.objects.filter(pk__in=[c.host_id for c in candidates]))
+    units: dict[tuple, dict] = {}
+    for c in candidates:
+        if c.host_id not in meeting:
+            continue
+        serving = _serving(c)
+        if serving is not None:
+            key = ("reservation", serving.pk)
+            unit = units.setdefault(key, {"rank": 0, "size": serving.count, "started": serving.starts_at, "hosts": []})
+        else:
+            rank = 0 if c.pool.workload_class == NodePool.WorkloadClass.PREEMPTIBLE else 1
+            unit = units.setdefault(("host", c.pk), {"rank": rank, "size": 1, "started": c.allocated_at, "hosts": []})
+        unit["hosts"].append(c)
+    ranked = sorted(
+        units.values(),
+        key=lambda u: (u["rank"], u["size"], -u["started"].timestamp(), min(h.host.name for h in u["hosts"])),
+    )
+    chosen: list[PoolHost] = []
+    for unit in ranked:
+        for victim in sorted(unit["hosts"], key=lambda h: h.host.name):
+            if len(chosen) < count:
+                chosen.append(victim)
+        if len(chosen) >= count:
+            break
+    if not chosen:
+        return 0
+    deadline = now + timedelta(seconds=settings.preemption_notice_seconds)
+    log.info(
+        "pre-emption notice for a guaranteed booking",
+        extra={"pool": str(pool), "reservation": reservation.pk, "hosts": [v.host.name for v in chosen]},
+    )
+    return _give_notice(chosen, pool, deadline, why=f"guaranteed booking {reservation}")
+
+
+def reservation_reclaim_early(reservation, *, now=None) -> int:
+    """Start taking back a booking's planned hosts from standing use ahead of its preparation:
+    called by the lifecycle from ``prepare_at − notice − hand-off``, so that the notice runs
+    out and the host is cleaned by ``prepare_at``. Borrowed or pre-emptible holders get notice
+    (leaving at ``prepare_at − hand-off``, or after the full notice if that is later); a
+    planned host held by a guarantee or a promised booking is dropped from the plan, and
+    :func:`reservations.plan.replan` finds another. Returns how many hosts changed."""
+    from reservations.admission import handoff_seconds
+    from reservations.models import HostBooking
+
+    settings = FleetSettings.load()
+    now = now or _now()
+    notice = timedelta(seconds=settings.preemption_notice_seconds)
+    taker = reservation.node_pool
+    held = list(
+        PoolHost.objects.filter(
+            host_id__in=reservation.bookings.values("host_id"), released_at__isnull=True, state__in=LIVE
+        )
+        .exclude(pool=taker)
+        .select_related("pool__cluster__tenant", "host")
+    )
+    changed = 0
+    dropped = []
+    with transaction.atomic():
+        for ph in held:
+            if ph.preempt_at is not None:
+                continue  # already leaving
+            if not _takeable(ph):
+                dropped.append(ph.host_id)
+                continue
+            deadline = max(now + notice, reservation.prepare_at - timedelta(seconds=handoff_seconds(ph.pool)))
+            changed += _give_notice([ph], taker, deadline, why=f"planned for {reservation}")
+        if dropped:
+            changed += HostBooking.objects.filter(reservation=reservation, host_id__in=dropped).delete()[0]
+    return changed
 
 
 def _occupied(pool: NodePool, levels) -> dict[tuple[str, ...], int]:
@@ -483,6 +1004,7 @@ def _preempt_for(pool: NodePool, requirement, count: int, settings: FleetSetting
         PoolHost.objects.filter(released_at__isnull=True, state__in=LIVE, guaranteed=False, preempt_at__isnull=True)
         .exclude(pool=pool)
         .exclude(pool__cluster__tenant=pool.cluster.tenant_id)
+        .exclude(_firm_q())  # a promised booking's hosts are not borrowed, whatever their mark says
         .select_related("pool__cluster__tenant", "host")
         .annotate(pool_size=Count("pool__pool_hosts", filter=Q(pool__pool_hosts__released_at__isnull=True)))
     )
@@ -500,25 +1022,11 @@ def _preempt_for(pool: NodePool, requirement, count: int, settings: FleetSetting
             c.host.name,
         ),
     )[:count]
-    deadline = timezone.now() + timedelta(seconds=settings.preemption_notice_seconds)
-    for victim in ranked:
-        PoolHost.objects.filter(pk=victim.pk, preempt_at__isnull=True).update(preempt_at=deadline, preempted_for=pool)
-        for tenant in {victim.pool.cluster.tenant, pool.cluster.tenant}:
-            audit_record(
-                actor=None,
-                action="host.preempt_notice",
-                target_type="host",
-                target_id=str(victim.host_id),
-                target_repr=f"{victim.host.name}: {victim.pool} → {pool}",
-                tenant=tenant,
-                after={"from": str(victim.pool), "for": str(pool), "leaves_at": deadline.isoformat()},
-            )
-        from tenants.clusters import reconcile_pool_after_commit
-
-        reconcile_pool_after_commit(victim.pool_id)
+    deadline = _now() + timedelta(seconds=settings.preemption_notice_seconds)
+    given = _give_notice(ranked, pool, deadline, why=f"{pool.cluster.tenant.slug}'s guarantee")
     if ranked:
         log.info("pre-emption notice", extra={"pool": str(pool), "hosts": [v.host.name for v in ranked]})
-    return len(ranked)
+    return min(given, len(ranked))
 
 
 def guaranteed_marks(tenant_id: int, quota_class_id: int) -> None:
@@ -536,6 +1044,7 @@ def guaranteed_marks(tenant_id: int, quota_class_id: int) -> None:
             state__in=LIVE,
         )
         .exclude(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE)
+        .exclude(_spot_booking_q())  # a pre-emptible booking is not promised: never within a guarantee
         .order_by("-guaranteed", "allocated_at", "pk")
     )
     promote = [ph.pk for ph in held[:guaranteed] if not ph.guaranteed]
@@ -548,10 +1057,9 @@ def guaranteed_marks(tenant_id: int, quota_class_id: int) -> None:
     PoolHost.objects.filter(
         pool__cluster__tenant_id=tenant_id,
         pool__quota_class_id=quota_class_id,
-        pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE,
         released_at__isnull=True,
         guaranteed=True,
-    ).update(guaranteed=False)
+    ).filter(Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) | _spot_booking_q()).update(guaranteed=False)
 
 
 def _ensure_labels(gw: Gateway, pool: NodePool, view: _View) -> None:
@@ -609,9 +1117,14 @@ def _capacity(pool: NodePool) -> builders.Capacity | None:
     )
 
 
-def node_pool_spec(pool: NodePool, desired: int) -> builders.NodePoolSpec:
+def node_pool_spec(pool: NodePool, desired: int, reserved: _Reserved | None = None) -> builders.NodePoolSpec:
+    """The pool's objects as the builders take them. ``reserved``: its bookings holding hosts
+    now — they raise an autoscaled pool's bounds, and a booking not started yet taints the
+    nodes (step 9)."""
     from tenants.quota import autoscale_ceiling
 
+    extra = reserved.count if reserved is not None else 0
+    taints = (TAINT_RESERVATION_PENDING,) if reserved is not None and reserved.pending else ()
     image = pool.image
     common = {
         "tenant": pool.cluster.tenant.slug,
@@ -624,22 +1137,23 @@ def node_pool_spec(pool: NodePool, desired: int) -> builders.NodePoolSpec:
         "image_checksum_type": image.checksum_type,
         "image_format": image.format,
         "cleaning_mode": CLEANING_MODE[pool.cleaning],
+        "taints": taints,
     }
     if pool.autoscaled:
         ceiling = max(pool.autoscale_min, autoscale_ceiling(pool))
         return builders.NodePoolSpec(
             **common,
             replicas=None,
-            autoscale_min=pool.autoscale_min,
-            autoscale_max=ceiling,
+            autoscale_min=pool.autoscale_min + extra,
+            autoscale_max=ceiling + extra,
             capacity=_capacity(pool),
         )
     return builders.NodePoolSpec(**common, replicas=desired)
 
 
-def _apply(gw: Gateway, pool: NodePool, desired: int) -> None:
+def _apply(gw: Gateway, pool: NodePool, desired: int, reserved: _Reserved | None = None) -> None:
     """Step 9."""
-    spec = node_pool_spec(pool, desired)
+    spec = node_pool_spec(pool, desired, reserved)
     applied = gw.apply_node_pool(spec)
     current = {(obj["kind"], obj["metadata"]["name"]) for obj in applied}
     prefix = f"{pool.object_name}-"
@@ -670,7 +1184,14 @@ def _delete_objects(gw: Gateway, pool: NodePool) -> bool:
     return left
 
 
-def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
+def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None, now: datetime | None = None) -> str:
+    """One pool (see the module docstring). ``now``: the time its decisions are taken at (notices
+    that end, bookings that need hosts soon); the wall clock unless a caller drives time."""
+    with _at(now):
+        return _node_pool_reconcile(pool_id, gateway=gateway)
+
+
+def _node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
     pool = (
         NodePool.objects.select_related("cluster__tenant", "cluster__kubernetes_version", "quota_class", "image")
         .filter(pk=pool_id)
@@ -689,9 +1210,15 @@ def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
         )
     )
     view = _read(gw, pool, held)
-    desired = _desired(pool, view)
     notes = _follow(gw, pool, held, view, settings)
     deleting = pool.phase == NodePool.Phase.DELETING
+    # After step 3/4: a pre-empted booking's host whose notice just ended no longer counts.
+    reserved = _reserved(pool)
+    reserved.standing = _desired(pool, view)
+    desired = 0 if deleting else reserved.standing + reserved.count
+    if pool.autoscaled and not deleting:
+        # The autoscaler's say already counts the hosts it saw; the bookings' are a floor above its minimum.
+        desired = max(reserved.standing, pool.autoscale_min + reserved.count)
     if deleting:
         left = _delete_objects(gw, pool)
         _release_surplus(gw, pool, 0, view)
@@ -716,10 +1243,10 @@ def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
             "An operator has been left the failed hosts in maintenance; scale the pool to retry."
         )
     elif pool.cluster.phase != Cluster.Phase.DELETING:
-        waiting = _allocate(pool, desired, settings)
+        waiting = _allocate(pool, desired, settings, reserved)
     guaranteed_marks(pool.cluster.tenant_id, pool.quota_class_id)
     _ensure_labels(gw, pool, view)
-    _apply(gw, pool, desired)
+    _apply(gw, pool, desired, reserved)
     ready = len(view.nodes)
     holding = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE).count()
     if failed:
@@ -740,8 +1267,9 @@ def node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str:
 # ============================================================================ all of them
 
 
-def reconcile_all(*, gateway: Gateway | None = None) -> dict:
-    """Every live cluster, then every live pool. One failure is logged and the rest go on."""
+def reconcile_all(*, gateway: Gateway | None = None, now: datetime | None = None) -> dict:
+    """Every live cluster, then every live pool. One failure is logged and the rest go on.
+    ``now``: as for :func:`node_pool_reconcile`."""
     gw = gateway or get_gateway()
     done = {"clusters": 0, "pools": 0, "errors": 0}
     for cluster_id in Cluster.objects.live().order_by("pk").values_list("pk", flat=True):
@@ -753,7 +1281,7 @@ def reconcile_all(*, gateway: Gateway | None = None) -> dict:
             log.exception("cluster reconcile failed", extra={"cluster_id": cluster_id})
     for pool_id in NodePool.objects.live().order_by("pk").values_list("pk", flat=True):
         try:
-            node_pool_reconcile(pool_id, gateway=gw)
+            node_pool_reconcile(pool_id, gateway=gw, now=now)
             done["pools"] += 1
         except Exception:
             done["errors"] += 1

@@ -519,6 +519,23 @@ def test_fleet_settings_read_by_everyone_changed_by_operators(olga, olga_api, al
     assert alice_api.get("/api/v1/hosts/h00000/").json()["cost_unit"] == "EUR"
 
 
+def test_reservation_settings_are_read_and_changed_through_the_api(olga_api, alice_api, fleet):
+    settings = alice_api.get("/api/v1/fleet-settings/").json()
+    assert (settings["reservation_max_hours"], settings["reservation_reminder_minutes"]) == (168, 60)
+    changed = olga_api.patch(
+        "/api/v1/fleet-settings/",
+        {"reservation_max_hours": 24, "reservation_horizon_days": 14, "reservation_extend_window_hours": 6},
+        format="json",
+    )
+    assert changed.status_code == 200
+    body = changed.json()
+    assert (body["reservation_max_hours"], body["reservation_horizon_days"]) == (24, 14)
+    assert body["reservation_extend_window_hours"] == 6 and body["reservation_reminder_minutes"] == 60
+    _error(olga_api.patch("/api/v1/fleet-settings/", {"reservation_max_hours": 0}, format="json"), 400)
+    _error(alice_api.patch("/api/v1/fleet-settings/", {"reservation_max_hours": 48}, format="json"), 403)
+    assert FleetSettings.load().reservation_max_hours == 24
+
+
 def test_fleet_settings_refusals(olga_api, fleet):
     fewer = _error(olga_api.patch("/api/v1/fleet-settings/", {"topology_levels": ["site", "room"]}, format="json"), 400)
     assert "h00000" in fewer["details"]["topology_levels"][0]

@@ -411,6 +411,10 @@ def _settings_data(**change) -> dict:
         "preemption_notice_seconds": "120",
         "minimum_cleaning": "key_erase",
         "provisioning_attempts": "3",
+        "reservation_extend_window_hours": "48",
+        "reservation_max_hours": "168",
+        "reservation_horizon_days": "90",
+        "reservation_reminder_minutes": "60",
     }
     data.update(change)
     return data
@@ -459,6 +463,10 @@ def test_settings_change_is_saved_and_reclassifies(olga_client, olga, django_cap
         ({"preemption_notice_seconds": "-5"}, "preemption_notice_seconds", "greater than or equal to 0"),
         ({"provisioning_attempts": "99"}, "provisioning_attempts", "less than or equal to 20"),
         ({"minimum_cleaning": "shred"}, "minimum_cleaning", "Select a valid choice"),
+        ({"reservation_max_hours": "0"}, "reservation_max_hours", "greater than or equal to 1"),
+        ({"reservation_horizon_days": "5000"}, "reservation_horizon_days", "less than or equal to 1095"),
+        ({"reservation_extend_window_hours": "-1"}, "reservation_extend_window_hours", "greater than or equal to 0"),
+        ({"reservation_reminder_minutes": "soon"}, "reservation_reminder_minutes", "Enter a whole number"),
     ],
 )
 def test_bad_settings_are_refused_by_field(olga_client, change, field, words):
@@ -482,6 +490,26 @@ def test_tenancy_settings_are_saved(olga_client):
         5,
     )
     assert 'value="300"' in olga_client.get(reverse("hosts:settings")).content.decode()
+
+
+def test_reservation_settings_are_saved_and_shown(olga_client):
+    data = _settings_data(
+        reservation_extend_window_hours="24",
+        reservation_max_hours="72",
+        reservation_horizon_days="30",
+        reservation_reminder_minutes="15",
+    )
+    response = olga_client.post(reverse("hosts:settings"), data, follow=True)
+    assert response.status_code == 200 and "Fleet settings saved" in response.content.decode()
+    fleet = FleetSettings.load()
+    assert (
+        fleet.reservation_extend_window_hours,
+        fleet.reservation_max_hours,
+        fleet.reservation_horizon_days,
+        fleet.reservation_reminder_minutes,
+    ) == (24, 72, 30, 15)
+    body = olga_client.get(reverse("hosts:settings")).content.decode()
+    assert "Reservations" in body and 'name="reservation_max_hours"' in body and 'value="72"' in body
 
 
 def test_removing_a_level_in_use_is_refused(olga_client):

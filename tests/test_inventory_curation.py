@@ -308,7 +308,15 @@ def test_admin_rules_and_settings(olga_client):
     )
     assert response.status_code == 302 and TraitRule.objects.filter(name="ok").exists()
     url = reverse("admin:hosts_fleetsettings_change", args=[1])
-    tenancy = {"preemption_notice_seconds": "90", "minimum_cleaning": "key_erase", "provisioning_attempts": "2"}
+    tenancy = {
+        "preemption_notice_seconds": "90",
+        "minimum_cleaning": "key_erase",
+        "provisioning_attempts": "2",
+        "reservation_extend_window_hours": "12",
+        "reservation_max_hours": "100",
+        "reservation_horizon_days": "60",
+        "reservation_reminder_minutes": "30",
+    }
     response = olga_client.post(
         url, {"topology_levels": "site,rack", "cost_unit": "EUR", "cost_model": "{}", **tenancy}
     )
@@ -318,6 +326,30 @@ def test_admin_rules_and_settings(olga_client):
     )
     assert response.status_code == 302 and FleetSettings.load().cost_unit == "EUR"
     assert FleetSettings.load().preemption_notice_seconds == 90
+    assert FleetSettings.load().reservation_max_hours == 100
+    response = olga_client.post(
+        url,
+        {
+            "topology_levels": "site,room,row,rack",
+            "cost_unit": "EUR",
+            "cost_model": "{}",
+            **tenancy,
+            "reservation_horizon_days": "4000",
+        },
+    )
+    assert response.status_code == 200 and "between 1 and 1,095" in response.content.decode()
+    assert FleetSettings.load().reservation_horizon_days == 60
+
+
+def test_reservation_settings_service_checks_each_limit(olga):
+    fleet = curation.fleet_settings_update(
+        reservation_reminder_minutes=0, reservation_extend_window_hours=0, actor=olga
+    )
+    assert (fleet.reservation_reminder_minutes, fleet.reservation_extend_window_hours) == (0, 0)
+    with pytest.raises(ValidationError) as caught:
+        curation.fleet_settings_update(reservation_max_hours=0, reservation_reminder_minutes=20_000, actor=olga)
+    assert set(caught.value.message_dict) == {"reservation_max_hours", "reservation_reminder_minutes"}
+    assert FleetSettings.load().reservation_max_hours == 168
 
 
 def test_classifier_uses_the_default_model_when_the_stored_one_is_unusable(caplog):

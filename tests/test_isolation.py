@@ -15,11 +15,15 @@ covered the day it appears.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
+from reservations.services import reservation_create
 from tenants.clusters import cluster_create, node_pool_create
-from tenants.models import Membership
+from tenants.models import Membership, NodePool
 from tests.conftest import api_client
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +45,15 @@ PAGES = {
     "tenant:member_role": set(),
     "tenant:member_remove": set(),
     "tenant:audit": set(),
+    "reservations:calendar": {"get"},
+    "reservations:events": {"get"},
+    "reservations:availability": {"get"},
+    "reservations:book": set(),
+    "reservations:check": set(),
+    "reservations:detail": {"get"},
+    "reservations:cancel": set(),
+    "reservations:release": set(),
+    "reservations:extend": set(),
 }
 API = {
     "api:tenant-detail": {"get"},
@@ -55,6 +68,14 @@ API = {
     "api:node-pool-detail": {"get"},
     "api:node-pool-scale": set(),
     "api:tenant-audit-list": set(),
+    "api:reservation-list": {"get"},
+    "api:reservation-detail": {"get"},
+    "api:reservation-check": set(),
+    "api:reservation-cancel": set(),
+    "api:reservation-extend": set(),
+    "api:reservation-release": set(),
+    "api:calendar-feed-list": set(),  # the feed's secret address: owners and members only
+    "api:calendar-feed-rotate": set(),
 }
 # Tenant-named URLs for operators only: members of any tenant are refused.
 OPERATOR_TENANT_URLS = {"tenant:operator_quota"}
@@ -63,6 +84,9 @@ OPERATOR_URLS = {
     "tenant:operator_tenant_new",
     "tenant:operator_capacity",
     "tenant:operator_audit",
+    "reservations:operator_list",
+    "reservations:operator_timeline",
+    "reservations:operator_heatmap",
     "api:capacity",
     "api:audit-list",
 }
@@ -97,6 +121,15 @@ def physics(world):
     cluster = cluster_create(tenant=world.physics, name="vision", actor=world.alice)
     node_pool_create(cluster=cluster, name="gpu", quota_class="gpu-a100", image=world.image, replicas=0)
     bob = Membership.objects.get(tenant=world.physics, user=world.bob)
+    # A booking (refused: this world has no hosts) so reservation URLs have one to name.
+    booking = reservation_create(
+        tenant=world.physics,
+        node_pool=NodePool.objects.get(cluster=cluster, name="gpu"),
+        count=1,
+        starts_at=timezone.now() + timedelta(days=1),
+        duration=2,
+        acting_user=world.alice,
+    )
     kwargs = {
         "slug": "physics",
         "name": "vision",
@@ -105,6 +138,8 @@ def physics(world):
         "pk": bob.pk,
         "id": bob.pk,
         "class_name": "general",
+        "reservation": booking.pk,
+        "reservation_id": booking.pk,
     }
     return world, kwargs
 

@@ -160,3 +160,56 @@ def test_dry_run_writes_nothing(world, gpu_pool):
 def test_occupancy_range_field_round_trips(world, gpu_pool):
     r = book(world, gpu_pool, 1, soon())
     assert isinstance(r.occupancy, tuple | DateTimeTZRange)
+
+
+# =============================================================================== admin
+
+
+def test_olga_sees_reservations_in_the_admin_and_can_cancel_them(world, gpu_pool, client):
+    from django.urls import reverse
+
+    from reservations.feeds import calendar_feed_ensure
+
+    r = book(world, gpu_pool, 2, soon(), rrule="FREQ=DAILY;COUNT=2", tz_name="Europe/Zurich")
+    feed = calendar_feed_ensure(world.physics)
+    client.force_login(world.olga)
+    objects = {
+        "reservation": r,
+        "reservationseries": r.series,
+        "hostbooking": r.bookings.first(),
+        "calendarfeed": feed,
+    }
+    for model, obj in objects.items():
+        assert client.get(reverse(f"admin:reservations_{model}_changelist")).status_code == 200, model
+        change = client.get(reverse(f"admin:reservations_{model}_change", args=[obj.pk]))
+        assert change.status_code == 200, model
+        assert feed.token not in change.content.decode(), model
+        assert client.get(reverse(f"admin:reservations_{model}_add")).status_code == 403, model
+    response = client.post(
+        reverse("admin:reservations_reservation_changelist"),
+        {"action": "cancel_reservations", "_selected_action": [r.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    r.refresh_from_db()
+    assert r.state == State.CANCELLED and "operator olga@teapot.example" in r.message
+
+
+# =============================================================================== demo
+
+
+def test_demo_bookings_wait_for_the_fleet_then_are_made_once(db):
+    from reservations.demo import seed_demo_reservations
+    from tenants.demo import seed_demo_tenants
+    from tests.inventory import make_fleet
+
+    seed_demo_tenants()
+    assert seed_demo_reservations() == []  # no inspected hosts yet: nothing could be admitted
+    make_fleet(160)
+    made = seed_demo_reservations()
+    assert len(made) == 4 and all(line.endswith("confirmed") for line in made), made
+    states = dict(Reservation.objects.order_by("tenant__slug", "starts_at").values_list("tenant__slug", "state"))
+    assert set(states) == {"ml-research", "physics", "genomics", "finance"}
+    assert seed_demo_reservations() == []  # idempotent
+    nightly = Reservation.objects.filter(tenant__slug="ml-research").order_by("starts_at")
+    assert nightly.count() > 10 and nightly[0].series.timezone == "Europe/Zurich"
