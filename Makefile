@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export DEBUG ?= 1
 export TEAPOT_DEMO ?= 1
 
-.PHONY: run test lint format venv clean vendor check-deploy bench bench-selection
+.PHONY: run test lint format venv clean vendor vendor-calendar check-deploy bench bench-selection bench-reservations
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ bench: venv
 bench-selection: venv
 	$(PY) bench/selection.py $(BENCH_SELECTION_ARGS)
 
+# Reservation admission at 10,000 hosts and 50,000 bookings (BENCH_RESERVATIONS_ARGS, e.g. --quick, --profile).
+bench-reservations: venv
+	$(PY) bench/reservations_admission.py $(BENCH_RESERVATIONS_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -51,6 +55,10 @@ check-deploy: venv
 # Re-vendor front-end assets from the npm registry (pinned; the results are committed).
 vendor:
 	bash tools/vendor.sh
+
+# The calendar libraries of the reservation pages (FullCalendar, vis-timeline): pinned, sha512-checked, committed.
+vendor-calendar:
+	bash tools/vendor-calendar.sh
 
 clean:
 	-$(PY) -m teapot_portal.embedded stop
