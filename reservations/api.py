@@ -21,16 +21,10 @@ keeps and replays that 409 as it does a 201 (:func:`idempotent_booking`).
 
 from __future__ import annotations
 
-import json
-from datetime import timedelta
-
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
@@ -53,16 +47,13 @@ from reservations.services import (
 )
 from tenants.access import access_tenant, tenants_visible, token_of
 from tenants.api import (
-    IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY,
-    IDEMPOTENCY_KEY_MAX,
     SLUG,
     Conflict,
     TenantScopedMixin,
     _errors,
-    _fingerprint,
+    idempotent,
 )
-from tenants.models import IDEMPOTENCY_TTL_HOURS, IdempotencyKey
 
 RESERVATION = OpenApiParameter("reservation", int, OpenApiParameter.PATH, description="The reservation's id.")
 # What a new pool's own fields are called in the services' errors: nested under new_pool.
@@ -84,54 +75,13 @@ def _refused(code: int = 409) -> dict[int, OpenApiResponse]:
 
 def idempotent_booking(request, create) -> Response:
     """:func:`tenants.api.idempotent`, keeping a refusal too: a refused booking is recorded
-    (state refused), so its 409 is the request's one answer and is replayed like a 201.
-
-    1. No header: just create. 2. Purge the requester's expired keys. 3. Insert the key in the
-    create's transaction (a concurrent retry waits on the unique index). 4. The key exists:
-    same method, path and body → the stored response; otherwise a 422. 5. Create; keep a
-    success or a refusal with the key, roll anything else back (nothing was made).
-    """
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return create()
-    key = key.strip()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-        raise exceptions.ValidationError({IDEMPOTENCY_HEADER: [f"From 1 to {IDEMPOTENCY_KEY_MAX} characters."]})
-    user, path, fingerprint = request.user, request.path[:1024], _fingerprint(request)
-    with transaction.atomic():
-        IdempotencyKey.objects.filter(
-            user=user, created_at__lt=timezone.now() - timedelta(hours=IDEMPOTENCY_TTL_HOURS)
-        ).delete()
-        try:
-            with transaction.atomic():
-                record = IdempotencyKey.objects.create(
-                    user=user, key=key, method=request.method, path=path, fingerprint=fingerprint, response_status=0
-                )
-        except IntegrityError:
-            record = None
-        if record is None:
-            first = IdempotencyKey.objects.get(user=user, key=key)
-            if (first.method, first.path, first.fingerprint) != (request.method, path, fingerprint):
-                return error_response(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    f"This Idempotency-Key was first used with a different request ({first.method} {first.path}, "
-                    "another body): use a new key for a new request.",
-                    {"key": key, "first_used_at": first.created_at.isoformat()},
-                )
-            return Response(first.response_body, status=first.response_status, headers={"Idempotent-Replayed": "true"})
-        response = create()
-        refused = response.status_code == status.HTTP_409_CONFLICT and _is_refusal(response)
-        if not (status.is_success(response.status_code) or refused):
-            transaction.set_rollback(True)
-            return response
-        record.response_status = response.status_code
-        record.response_body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
-        record.save(update_fields=["response_status", "response_body"])
-        return response
+    (state refused), so its 409 is the request's one answer and is replayed like a 201."""
+    return idempotent(request, create, keep=_is_refusal)
 
 
 def _is_refusal(response: Response) -> bool:
+    if response.status_code != status.HTTP_409_CONFLICT:
+        return False
     error = (response.data or {}).get("error") if isinstance(response.data, dict) else None
     return bool(error) and error.get("code") == "refused" and error["details"].get("reservation") is not None
 

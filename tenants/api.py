@@ -188,7 +188,7 @@ def _fingerprint(request) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def idempotent(request, create: Callable[[], Response]) -> Response:
+def idempotent(request, create: Callable[[], Response], *, keep: Callable[[Response], bool] | None = None) -> Response:
     """Run ``create`` once per ``Idempotency-Key`` (model docstring for the retention).
 
     1. No header: just create.
@@ -196,8 +196,9 @@ def idempotent(request, create: Callable[[], Response]) -> Response:
     3. Insert the key in the create's transaction. Another request holding the same key waits
        on the unique index until that one commits (then replays its answer) or rolls back.
     4. The key exists: same method, path and body → the stored response; otherwise a 422.
-    5. Create. A successful response is stored with the key; anything else rolls the key back
-       (nothing was created), so a retry is judged afresh.
+    5. Create. A successful response (or one ``keep`` accepts: a refused booking, which is
+       recorded) is stored with the key; anything else rolls the key back (nothing was
+       created), so a retry is judged afresh.
     """
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
@@ -229,7 +230,7 @@ def idempotent(request, create: Callable[[], Response]) -> Response:
                 )
             return Response(first.response_body, status=first.response_status, headers={"Idempotent-Replayed": "true"})
         response = create()
-        if not status.is_success(response.status_code):
+        if not (status.is_success(response.status_code) or (keep is not None and keep(response))):
             transaction.set_rollback(True)
             return response
         record.response_status = response.status_code
