@@ -423,22 +423,35 @@ def test_a_failed_pool_says_why_and_stops_polling(client, physics):
 # ----------------------------------------------------------------------------------- kubeconfig
 
 
-class FakeGateway:
-    def __init__(self, content=KUBECONFIG, missing=False):
-        self.content, self.missing, self.asked = content, missing, []
+@pytest.fixture
+def management_cluster(tmp_path, settings):
+    """The strict fake API server, reached through the real kubernetes client (the gateway the
+    views get from settings)."""
+    from tests.fakekube import FakeKubeServer
 
-    def get_kubeconfig(self, name):
-        from teapot_portal.gateway.base import NotFound
-
-        self.asked.append(name)
-        if self.missing:
-            raise NotFound(f"{name}-kubeconfig")
-        return self.content
+    with FakeKubeServer() as server:
+        settings.TEAPOT_PROVISIONER = "kubernetes"
+        settings.TEAPOT_KUBECONFIG = str(server.write_kubeconfig(tmp_path / "kubeconfig"))
+        settings.TEAPOT_NAMESPACE = "teapot"
+        yield server
 
 
-def test_alice_downloads_the_kubeconfig_and_it_is_audited_but_never_shown(client, physics, monkeypatch):
-    gateway = FakeGateway()
-    monkeypatch.setattr("teapot_portal.gateway.factory.get_gateway", lambda: gateway)
+def kubeconfig_secret(server, cluster: str, content: str) -> None:
+    """What Cluster API writes: Secret ``<cluster>-kubeconfig`` with the config under ``value``."""
+    import base64
+
+    server.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{cluster}-kubeconfig", "namespace": "teapot"},
+            "data": {"value": base64.b64encode(content.encode()).decode()},
+        }
+    )
+
+
+def test_alice_downloads_the_kubeconfig_and_it_is_audited_but_never_shown(client, physics, management_cluster):
+    kubeconfig_secret(management_cluster, "physics-batch", KUBECONFIG)
     world = physics["world"]
     client.force_login(world.alice)
     response = client.post("/t/physics/clusters/batch/kubeconfig/")
@@ -446,7 +459,6 @@ def test_alice_downloads_the_kubeconfig_and_it_is_audited_but_never_shown(client
     assert response["Content-Disposition"] == 'attachment; filename="physics-batch.kubeconfig"'
     assert response["Cache-Control"] == "no-store"
     assert response.content.decode() == KUBECONFIG
-    assert gateway.asked == ["physics-batch"]
     entry = AuditEntry.objects.get(action="cluster.kubeconfig")
     assert entry.actor == world.alice and "sekrit" not in str(entry.before) + str(entry.after)
     for url in ("/t/physics/clusters/batch/", "/t/physics/audit/", "/t/physics/"):
@@ -454,8 +466,7 @@ def test_alice_downloads_the_kubeconfig_and_it_is_audited_but_never_shown(client
     assert "sekrit-kubeconfig-token" not in client.get("/t/physics/clusters/batch/", headers=HX).content.decode()
 
 
-def test_a_kubeconfig_not_there_yet_sends_alice_back_with_a_message(client, physics, monkeypatch):
-    monkeypatch.setattr("teapot_portal.gateway.factory.get_gateway", lambda: FakeGateway(missing=True))
+def test_a_kubeconfig_not_there_yet_sends_alice_back_with_a_message(client, physics, management_cluster):
     client.force_login(physics["world"].alice)
     response = client.post("/t/physics/clusters/batch/kubeconfig/", follow=True)
     assert response.redirect_chain[-1][0] == "/t/physics/clusters/batch/"
