@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,8 +58,10 @@ from tenants.quota import (
     _committing_pools,
     _pool_size,
     _reachable,
+    augment,
     eligible_q,
     matching_host_ids,
+    residual_graph,
 )
 
 log = logging.getLogger(__name__)
@@ -273,11 +275,7 @@ def _greedy_max_flow(capacity: Mapping[Hashable, Mapping[Hashable, int]]) -> tup
     """Maximum flow from SOURCE to SINK of a demand → [cap →] atom → sink network: a greedy
     flow (each demand takes what its atoms have left), then shortest augmenting paths from it.
     Returns the flow's value and the residual capacities (reverse edges included)."""
-    residual: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
-    for u, edges in capacity.items():
-        for v, cap in edges.items():
-            residual[u][v] = residual[u].get(v, 0) + cap
-            residual[v].setdefault(u, 0)
+    residual = residual_graph(capacity)
     total = 0
     source = residual[SOURCE]
     for node in list(source):
@@ -314,27 +312,7 @@ def _greedy_max_flow(capacity: Mapping[Hashable, Mapping[Hashable, int]]) -> tup
                 residual[b][a] += room
             want -= room
             total += room
-    while True:
-        parent: dict[Hashable, Hashable | None] = {SOURCE: None}
-        queue = deque([SOURCE])
-        while queue and SINK not in parent:
-            u = queue.popleft()
-            for v, cap in residual[u].items():
-                if cap > 0 and v not in parent:
-                    parent[v] = u
-                    queue.append(v)
-        if SINK not in parent:
-            return total, residual
-        path = []
-        v = SINK
-        while parent[v] is not None:
-            path.append((parent[v], v))
-            v = parent[v]
-        push = min(residual[u][v] for u, v in path)
-        for u, v in path:
-            residual[u][v] -= push
-            residual[v][u] += push
-        total += push
+    return total + augment(residual, SOURCE, SINK), residual
 
 
 @dataclass(frozen=True)

@@ -379,11 +379,23 @@ SOURCE, SINK = ("source",), ("sink",)
 def _max_flow(capacity: Mapping[Node, Mapping[Node, int]], source: Node, sink: Node) -> tuple[int, dict]:
     """Edmonds–Karp: augment along shortest paths (BFS) until none is left. Returns the flow's
     value and the residual capacities (reverse edges included)."""
+    residual = residual_graph(capacity)
+    return augment(residual, source, sink), residual
+
+
+def residual_graph(capacity: Mapping[Node, Mapping[Node, int]]) -> dict[Node, dict[Node, int]]:
+    """The residual graph of the zero flow: every edge's capacity, and a reverse edge of 0."""
     residual: dict[Node, dict[Node, int]] = defaultdict(dict)
     for u, edges in capacity.items():
         for v, cap in edges.items():
             residual[u][v] = residual[u].get(v, 0) + cap
             residual[v].setdefault(u, 0)
+    return residual
+
+
+def augment(residual: dict[Node, dict[Node, int]], source: Node, sink: Node) -> int:
+    """Push flow along shortest augmenting paths of ``residual`` (changed in place) until none
+    is left; returns how much was pushed. A caller may start from a flow it found itself."""
     total = 0
     while True:
         parent: dict[Node, Node | None] = {source: None}
@@ -395,7 +407,7 @@ def _max_flow(capacity: Mapping[Node, Mapping[Node, int]], source: Node, sink: N
                     parent[v] = u
                     queue.append(v)
         if sink not in parent:
-            return total, residual
+            return total
         path = []
         v = sink
         while parent[v] is not None:
