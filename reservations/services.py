@@ -308,9 +308,7 @@ def reservation_transition(
     audit_record(
         actor=actor,
         action=action or f"reservation.{to}",
-        target_type="reservation",
-        target_id=str(reservation.pk),
-        target_repr=str(reservation),
+        target=reservation,
         tenant=reservation.tenant,
         before={"state": before},
         after={"state": to, "reason": reason},
@@ -368,9 +366,7 @@ def reservation_create(*, acting_user=None, **fields) -> Reservation:
             audit_record(
                 actor=acting_user,
                 action="reservation.request",
-                target_type="reservation",
-                target_id=str(reservation.pk),
-                target_repr=str(reservation),
+                target=reservation,
                 tenant=booking.tenant,
                 after=_snapshot(reservation),
             )
@@ -569,9 +565,7 @@ def reservation_extend(*, reservation: Reservation, ends_at: Any, acting_user=No
         audit_record(
             actor=acting_user,
             action="reservation.extend",
-            target_type="reservation",
-            target_id=str(current.pk),
-            target_repr=str(current),
+            target=current,
             tenant=current.tenant,
             before={"ends_at": before},
             after={"ends_at": new_end},

@@ -705,6 +705,20 @@ def _give_notice(victims: list[PoolHost], taker: NodePool | None, deadline, *, w
     return given
 
 
+def _hold_for_booking(pool: NodePool, claim, r, now) -> PoolHost:
+    """A claimed host joins ``pool`` for booking ``r``: within the guarantee only when the
+    booking is guaranteed."""
+    from reservations.models import Reservation
+
+    return PoolHost.objects.create(
+        pool=pool,
+        host_id=claim.host_id,
+        claim=claim,
+        guaranteed=r.priority == Reservation.Priority.GUARANTEED,
+        allocated_at=now,
+    )
+
+
 def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSettings, now) -> tuple[int, list[str]]:
     """Step 6, for the pool's preparing and active bookings (see the module docstring);
     returns the need left for the standing part and what is worth saying."""
@@ -750,13 +764,7 @@ def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSet
         free = [h for h in todo if h not in holders]
         claims = hosts_claim_ids(free[: max(need, 0)], holder=pool.holder, tenant=tenant.slug)
         for claim in claims:
-            PoolHost.objects.create(
-                pool=pool,
-                host_id=claim.host_id,
-                claim=claim,
-                guaranteed=r.priority == Reservation.Priority.GUARANTEED,
-                allocated_at=now,
-            )
+            _hold_for_booking(pool, claim, r, now)
             mine.add(claim.host_id)
         need -= len(claims)
         claimed = {c.host_id for c in claims}
@@ -825,7 +833,7 @@ def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[i
     from django.db import IntegrityError
     from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 
-    from reservations.models import HostBooking, Reservation
+    from reservations.models import HostBooking
     from reservations.plan import _policy as booking_policy
 
     try:
@@ -843,13 +851,7 @@ def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[i
         exclude=_booked_soon(pool, now, settings),
     )
     for claim in claims:
-        PoolHost.objects.create(
-            pool=pool,
-            host_id=claim.host_id,
-            claim=claim,
-            guaranteed=r.priority == Reservation.Priority.GUARANTEED,
-            allocated_at=now,
-        )
+        _hold_for_booking(pool, claim, r, now)
         mine.add(claim.host_id)
         try:
             with transaction.atomic():
