@@ -384,7 +384,7 @@ def main() -> int:
             print(f"  a refusal of {r['name']}: {r['why'][:240]}")
     worst = max(r["p50"] for r in results)
     print(
-        "\nslices: distinct active sets checked (a refusal stops at the first short one); naive: every occupancy "
+        "\nslices: distinct slice demands judged by a flow (a refusal stops at the first short one); naive: every occupancy "
         "boundary in the window checked with a fresh query, fresh matching sets and a fresh flow; agree: same verdict."
     )
     print(f"target: p50 ≤ {TARGET_MS:.0f} ms — worst shape {worst:.1f} ms: {'met' if worst <= TARGET_MS else 'MISSED'}")

@@ -18,7 +18,9 @@ Algorithm (:func:`check`, numbered as in the code):
 1. **Slices.** The occupancy endpoints of every holding booking that overlaps the new one cut
    its occupancy into slices in which the set of active bookings does not change. Only those
    slices are checked (incremental: the rest of the calendar was feasible before and the new
-   booking does not touch it). Slices with the same active set are checked once.
+   booking does not touch it). They are swept in time order with running totals
+   (:class:`_Sweep`: uncapped demand summed per host set, capped demands apart); slices with
+   the same demands are judged once, and where bookings only leave nothing is re-judged.
 2. **Tenant limits** per slice: the tenant's guaranteed bookings of a class never exceed its
    guarantee; its standing pools plus its bookings never exceed its maximum.
 3. **Fleet flow** per slice (:func:`slice_flow`): source → demand (its count) → [per-bucket cap
@@ -26,6 +28,9 @@ Algorithm (:func:`check`, numbered as in the code):
    same demands, in the same bucket) → sink (the group's size). Feasible iff the maximum flow
    carries every demand — the same flow model as quota admission (:mod:`tenants.quota`), one
    network per slice. When short, the minimum cut names the demands that over-ask together.
+   When the fleet is short *without* the new booking (hosts in maintenance under tight
+   guarantees), the booking is refused only if it deepens the shortfall (:func:`_harmless`),
+   as a guarantee raise is in quota admission.
 4. **Refusal** in words: which slice, which hardware class, which bookings compete — and the
    earliest window that would work (:func:`earliest_start`).
 
@@ -165,16 +170,15 @@ def _components_fit(wanted, index, sets, capped, levels, atoms, memo) -> bool:
         members[find(index[demand.hosts])].append(demand)
     for demands in members.values():
         if any(d.cap is not None and d.level is not None for d in demands):
-            key = (
-                "component",
-                sets,
-                capped,
-                tuple(sorted((index[d.hosts], d.level or -1, d.cap or 0, d.count) for d in demands)),
-            )
+            # By the demands themselves (their host sets, caps and counts), not by their place
+            # among this slice's sets: a general booking coming or going leaves it as it was.
+            key = ("component", frozenset(Counter((d.hosts, d.level, d.cap, d.count) for d in demands).items()))
             known = memo.get(key) if memo is not None else None
             if known is None:
                 asked = sum(d.count for d in demands)
-                known = _atom_flow(demands, index, levels, atoms, asked, merge=True).ok
+                known = _greedy_fits(demands, index, levels, atoms) or (
+                    _atom_flow(demands, index, levels, atoms, asked, merge=True).ok
+                )
                 if memo is not None:
                     if len(memo) > MEMO_LIMIT:
                         memo.clear()
@@ -196,6 +200,40 @@ def _components_fit(wanted, index, sets, capped, levels, atoms, memo) -> bool:
                 hosts = sum(n for bits, _, n in atoms if bits & mask)
                 if sum(asked_by_set[i] for i in chosen) > hosts:
                     return False
+    return True
+
+
+def _greedy_fits(demands, index, levels, atoms) -> bool:
+    """A fast yes for a component with caps, without building a flow network: the capped
+    demands, then the rest, each take hosts from the atoms it may use — those fewest other
+    demands may use first, within its cap per bucket. True when every demand is served that
+    way; False says nothing (the flow decides)."""
+    free = [size for _, _, size in atoms]
+    order = sorted(range(len(atoms)), key=lambda n: (atoms[n][0].bit_count(), -atoms[n][2]))
+    for demand in sorted(demands, key=lambda d: (d.cap is None or d.level is None, len(d.hosts))):
+        bit = 1 << index[demand.hosts]
+        need = demand.count
+        li = None if demand.cap is None or demand.level is None else levels.index(demand.level)
+        used: dict = defaultdict(int)
+        for n in order:
+            if need == 0:
+                break
+            bits, place, _ = atoms[n]
+            if not bits & bit or not free[n]:
+                continue
+            take = min(need, free[n])
+            if li is not None:
+                bucket = place[li]
+                if bucket is None:
+                    continue
+                take = min(take, demand.cap - used[bucket])
+                if take <= 0:
+                    continue
+                used[bucket] += take
+            free[n] -= take
+            need -= take
+        if need:
+            return False
     return True
 
 
@@ -322,29 +360,46 @@ class Interval:
     end: datetime
 
 
-def cut_slices(
+def sweep_slices(
     window: tuple[datetime, datetime], intervals: Iterable[Interval]
-) -> list[tuple[datetime, datetime, frozenset]]:
-    """``window`` cut at every endpoint of ``intervals`` inside it: ``(start, end, active keys)``
-    for each piece, active keys being the intervals covering it (step 1)."""
+) -> Iterable[tuple[datetime, datetime, list, list]]:
+    """:func:`cut_slices` as changes: ``(start, end, keys entering, keys leaving)`` for each
+    piece, so a caller keeps running totals instead of rebuilding them per slice (the first
+    piece enters every interval covering the window's start)."""
     lo, hi = window
     inside = [i for i in intervals if i.start < hi and i.end > lo]
     points = sorted(
         {lo, hi, *(i.start for i in inside if lo < i.start < hi), *(i.end for i in inside if lo < i.end < hi)}
     )
-    # Sweep: intervals sorted by start, an active set updated at each point.
     starts = sorted(inside, key=lambda i: i.start)
     ends = sorted(inside, key=lambda i: i.end)
     active: set = set()
     si = ei = 0
-    out = []
     for a, b in itertools.pairwise(points):
-        while si < len(starts) and starts[si].start <= a:
-            active.add(starts[si].key)
-            si += 1
+        entering, leaving = [], []
         while ei < len(ends) and ends[ei].end <= a:
-            active.discard(ends[ei].key)
+            if ends[ei].key in active:
+                active.discard(ends[ei].key)
+                leaving.append(ends[ei].key)
             ei += 1
+        while si < len(starts) and starts[si].start <= a:
+            if starts[si].end > a:
+                active.add(starts[si].key)
+                entering.append(starts[si].key)
+            si += 1
+        yield a, b, entering, leaving
+
+
+def cut_slices(
+    window: tuple[datetime, datetime], intervals: Iterable[Interval]
+) -> list[tuple[datetime, datetime, frozenset]]:
+    """``window`` cut at every endpoint of ``intervals`` inside it: ``(start, end, active keys)``
+    for each piece, active keys being the intervals covering it (step 1)."""
+    active: set = set()
+    out = []
+    for a, b, entering, leaving in sweep_slices(window, intervals):
+        active.difference_update(leaving)
+        active.update(entering)
         out.append((a, b, frozenset(active)))
     return out
 
@@ -516,39 +571,44 @@ class _Held:
     end: datetime
     requirement: Requirement | None
     policy: Policy
-    label: str
+    slug: str = ""
+    name: str = ""
+    starts_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        """How a refusal names it (made only for the few a refusal names)."""
+        when = f" ({timezone.localtime(self.starts_at):%a %d %b %H:%M})" if self.starts_at else ""
+        return f"{self.slug}: {self.name or str(self.count) + ' hosts'}{when}"
+
+
+_HELD_SQL = """
+SELECT r.id, r.tenant_id, t.slug, r.name, r.count, r.priority, r.requirement, r.policy,
+       lower(r.occupancy), upper(r.occupancy), r.starts_at, r.node_pool_id,
+       p.requirement, p.policy, p.quota_class_id, k.requirement
+  FROM reservations_reservation r
+  JOIN tenants_tenant t ON t.id = r.tenant_id
+  JOIN tenants_nodepool p ON p.id = r.node_pool_id
+  JOIN tenants_quotaclass k ON k.id = p.quota_class_id
+ WHERE r.state = ANY(%s) AND r.occupancy && tstzrange(%s, %s) AND NOT (r.id = ANY(%s))
+"""
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held]:
-    """Holding reservations whose occupancy overlaps [lo, hi) (one query, GiST index). Rows,
-    not models, and each pool's requirement parsed once: a long window overlaps hundreds."""
+    """Holding reservations whose occupancy overlaps [lo, hi) (one query, GiST index). Plain
+    rows, not models, and each pool's requirement parsed once: a long window overlaps
+    thousands at fleet scale."""
     from reservations.models import Reservation
 
-    rows = (
-        Reservation.objects.holding()
-        .filter(occupancy__overlap=(lo, hi))
-        .exclude(pk__in=list(exclude))
-        .order_by()
-        .values_list(
-            "id",
-            "tenant_id",
-            "tenant__slug",
-            "name",
-            "count",
-            "priority",
-            "requirement",
-            "policy",
-            "occupancy",
-            "starts_at",
-            "node_pool_id",
-            "node_pool__requirement",
-            "node_pool__policy",
-            "node_pool__quota_class_id",
-            "node_pool__quota_class__requirement",
-        )
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_SQL, [list(Reservation.HOLDING), lo, hi, [int(pk) for pk in exclude]])
+        rows = cursor.fetchall()
     requirements: dict[tuple, Requirement | None] = {}
-    policies: dict[str, Policy] = {}
+    policies: dict[tuple, Policy] = {}
     out = []
     for (
         pk,
@@ -559,7 +619,8 @@ def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held
         priority,
         own,
         policy_json,
-        occupancy,
+        start,
+        end,
         starts_at,
         pool_id,
         pool_requirement,
@@ -567,23 +628,22 @@ def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held
         class_id,
         class_requirement,
     ) in rows:
-        key = (pool_id, json.dumps(own, sort_keys=True) if own else "")
+        key = (pool_id, own or "")
         if key not in requirements:
             try:
                 # As Reservation.get_requirement: the class's, the pool's own, the booking's own.
-                requirement = Requirement.from_json(class_requirement)
-                if pool_requirement:
-                    requirement = requirement.merge(Requirement.from_json(pool_requirement))
-                if own:
-                    requirement = requirement.merge(Requirement.from_json(own))
+                requirement = Requirement.from_json(_json(class_requirement))
+                if _json(pool_requirement):
+                    requirement = requirement.merge(Requirement.from_json(_json(pool_requirement)))
+                if _json(own):
+                    requirement = requirement.merge(Requirement.from_json(_json(own)))
             except RequirementError:
                 requirement = None  # it serves nothing new; it still counts against nobody
             requirements[key] = requirement
-        chosen = policy_json or pool_policy or {}
-        policy_key = json.dumps(chosen, sort_keys=True)
+        policy_key = (pool_id, policy_json or "")
         if policy_key not in policies:
             try:
-                policies[policy_key] = Policy.from_json(chosen, None)
+                policies[policy_key] = Policy.from_json(_json(policy_json) or _json(pool_policy) or {}, None)
             except PolicyError:
                 policies[policy_key] = Policy()
         out.append(
@@ -593,11 +653,13 @@ def _held(lo: datetime, hi: datetime, exclude: Iterable[int] = ()) -> list[_Held
                 quota_class_id=class_id,
                 priority=priority,
                 count=count,
-                start=occupancy.lower,
-                end=occupancy.upper,
+                start=start,
+                end=end,
                 requirement=requirements[key],
                 policy=policies[policy_key],
-                label=f"{slug}: {name or str(count) + ' hosts'} ({timezone.localtime(starts_at):%a %d %b %H:%M})",
+                slug=slug,
+                name=name,
+                starts_at=starts_at,
             )
         )
     return out
@@ -640,7 +702,8 @@ def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet:
     maximum = quota.maximum if quota else 0
     committed = _committed(ask.tenant, ask.quota_class)
     intervals = [Interval(h.id, h.start, h.end) for h in held]
-    seen: set[frozenset] = set()
+    new = Demand(key=NEW, count=ask.count, hosts=ask_hosts, level=level, cap=cap)
+    seen: dict[tuple, bool] = {}  # slice demands checked → whether everything fit
     slices = 0
 
     def refuse(refusal: Refusal, index: int) -> Verdict:
@@ -662,17 +725,24 @@ def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet:
             seconds=time.perf_counter() - began,
         )
     for index, (o_start, o_end) in enumerate(occupancies):
-        for a, b, active in cut_slices((o_start, o_end), intervals):
+        state = _Sweep(ask, fleet)
+        fitted = False  # whether everything, the new booking included, fits in the previous slice
+        for a, b, entering, leaving in sweep_slices((o_start, o_end), intervals):
+            # Bookings only leaving: the demand only shrinks (a guaranteed booking's hosts go back
+            # to its tenant's standing guarantee, a demand on a superset of its hosts), so what fit
+            # still fits without a flow.
+            shrinking = fitted and not entering and all(_shrinks(by_id[key]) for key in leaving)
+            for key in leaving:
+                state.leave(by_id[key])
+            for key in entering:
+                state.enter(by_id[key])
             # 2. Tenant limits.
-            mine = [
-                by_id[k]
-                for k in active
-                if by_id[k].tenant_id == ask.tenant.pk and by_id[k].quota_class_id == ask.quota_class.pk
-            ]
-            mine_guaranteed = sum(h.count for h in mine if h.priority == "guaranteed")
-            if ask.priority == "guaranteed" and mine_guaranteed + ask.count > guaranteed:
-                names = [h.label for h in mine if h.priority == "guaranteed"]
-                already = f"; {mine_guaranteed} already booked as guaranteed then ({'; '.join(names)})" if names else ""
+            if ask.priority == "guaranteed" and state.mine_guaranteed + ask.count > guaranteed:
+                mine = [h for h in state.mine() if h.priority == "guaranteed"]
+                names = [h.label for h in mine]
+                already = (
+                    f"; {state.mine_guaranteed} already booked as guaranteed then ({'; '.join(names)})" if names else ""
+                )
                 return refuse(
                     Refusal(
                         f"{ask.tenant.slug} is guaranteed {_hosts(guaranteed)} of {ask.quota_class.name}{already}: "
@@ -681,20 +751,19 @@ def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet:
                         slice_start=a,
                         slice_end=b,
                         classes=[ask.quota_class.name],
-                        competing=[h.id for h in mine if h.priority == "guaranteed"],
+                        competing=[h.id for h in mine],
                         competing_labels=names,
                     ),
                     index,
                 )
-            total_mine = sum(h.count for h in mine)
-            if committed + total_mine + ask.count > maximum:
-                names = [h.label for h in mine]
+            if committed + state.mine_total + ask.count > maximum:
+                mine = state.mine()
                 parts = []
                 if committed:
                     parts.append(f"its standing pools ask for {committed}")
-                if total_mine:
-                    parts.append(f"its bookings then take {total_mine}")
-                room = max(0, maximum - committed - total_mine)
+                if state.mine_total:
+                    parts.append(f"its bookings then take {state.mine_total}")
+                room = max(0, maximum - committed - state.mine_total)
                 return refuse(
                     Refusal(
                         f"{ask.tenant.slug} may hold at most {_hosts(maximum)} of {ask.quota_class.name}"
@@ -704,57 +773,208 @@ def check(ask: Ask, *, exclude: Iterable[int] = (), suggest: bool = True, fleet:
                         slice_end=b,
                         classes=[ask.quota_class.name],
                         competing=[h.id for h in mine],
-                        competing_labels=names,
+                        competing_labels=[h.label for h in mine],
                     ),
                     index,
                 )
             if ask.priority == "preemptible":
                 continue  # not promised: nothing to check against the fleet
-            # 3. Fleet flow (once per distinct active set).
-            if active in seen:
+            # 3. Fleet flow, once per distinct demand (not per distinct set of bookings).
+            if shrinking:
                 continue
-            seen.add(active)
+            signature = state.signature()
+            if signature in seen:
+                fitted = seen[signature]
+                continue
             slices += 1
-            verdict = _fleet_slice(ask, ask_hosts, level, cap, [by_id[k] for k in active], fleet)
-            if not verdict.ok:
-                return refuse(_fleet_refusal(ask, verdict, a, b, by_id, fleet), index)
+            harmless, fitted = _harmless(new, signature, fleet)
+            seen[signature] = fitted
+            if not harmless:
+                active = [by_id[k] for k in state.active]
+                verdict, before = _fleet_slice(ask, ask_hosts, level, cap, active, fleet)
+                return refuse(_fleet_refusal(ask, verdict, before, a, b, by_id, fleet), index)
     return Verdict(ok=True, refusal=None, slices=slices, seconds=time.perf_counter() - began)
+
+
+class _Sweep:
+    """Running totals of the bookings active in a slice, updated as bookings enter and leave
+    along the sweep: the asking tenant's bookings of the class (its limits), the guaranteed
+    bookings per tenant and class (they lower the standing guarantees), and the fleet demand
+    aggregated — uncapped bookings summed per host set, capped ones each on their own."""
+
+    def __init__(self, ask: Ask, fleet: _Fleet) -> None:
+        self.ask = ask
+        self.fleet = fleet
+        self.active: set[int] = set()
+        self._mine: dict[int, _Held] = {}
+        self.mine_guaranteed = 0
+        self.mine_total = 0
+        self.guaranteed_booked: Counter = Counter()
+        self.uncapped: Counter = Counter()  # host set → hosts asked
+        self.capped: Counter = Counter()  # (host set, level, cap, count) → bookings
+        self._standing: dict[bool, frozenset] = {}  # with_ask → standing, until a guaranteed booking moves
+
+    def _demand(self, h: _Held) -> Demand | None:
+        if h.priority == "preemptible" or h.requirement is None:
+            return None
+        demand = self.fleet.held_demand.get(h.id)
+        if demand is None:
+            h_level, h_cap = self.fleet.cap(h.policy)
+            demand = Demand(key=h.id, count=h.count, hosts=self.fleet.matching(h.requirement), level=h_level, cap=h_cap)
+            self.fleet.held_demand[h.id] = demand
+        return demand
+
+    def _apply(self, h: _Held, sign: int) -> None:
+        if h.tenant_id == self.ask.tenant.pk and h.quota_class_id == self.ask.quota_class.pk:
+            if sign > 0:
+                self._mine[h.id] = h
+            else:
+                self._mine.pop(h.id, None)
+            self.mine_total += sign * h.count
+            if h.priority == "guaranteed":
+                self.mine_guaranteed += sign * h.count
+        if h.priority == "guaranteed":
+            self.guaranteed_booked[(h.tenant_id, h.quota_class_id)] += sign * h.count
+            self._standing = {}
+        demand = self._demand(h)
+        if demand is None:
+            return
+        if demand.cap is None or demand.level is None:
+            self.uncapped[demand.hosts] += sign * demand.count
+            if not self.uncapped[demand.hosts]:
+                del self.uncapped[demand.hosts]
+        else:
+            key = (demand.hosts, demand.level, demand.cap, demand.count)
+            self.capped[key] += sign
+            if not self.capped[key]:
+                del self.capped[key]
+
+    def enter(self, h: _Held) -> None:
+        self.active.add(h.id)
+        self._apply(h, +1)
+
+    def leave(self, h: _Held) -> None:
+        self.active.discard(h.id)
+        self._apply(h, -1)
+
+    def mine(self) -> list[_Held]:
+        return sorted(self._mine.values(), key=lambda h: (h.start, h.id))
+
+    def standing(self, *, with_ask: bool) -> frozenset:
+        """What the standing guarantees still ask (less the guaranteed bookings; the ask's own
+        count too, with ``with_ask``, when it is guaranteed), per host set — not per class: a
+        remembered verdict must not outlive a change of a class's requirement."""
+        if with_ask in self._standing:
+            return self._standing[with_ask]
+        booked = self.guaranteed_booked
+        mine = (self.ask.tenant.pk, self.ask.quota_class.pk)
+        extra = self.ask.count if with_ask and self.ask.priority == "guaranteed" else 0
+        out: Counter = Counter()
+        for pair, quota in self.fleet.quotas.items():
+            left = quota.guaranteed - booked.get(pair, 0) - (extra if pair == mine else 0)
+            if left > 0:
+                requirement = self.fleet.class_requirement(pair[1])
+                if requirement is not None:
+                    out[self.fleet.matching(requirement)] += left
+        self._standing[with_ask] = frozenset(out.items())
+        return self._standing[with_ask]
+
+    def signature(self) -> tuple:
+        return (
+            frozenset(self.uncapped.items()),
+            frozenset(self.capped.items()),
+            self.standing(with_ask=False),
+            self.standing(with_ask=True),
+        )
+
+
+def _aggregate(signature: tuple, *, standing: frozenset, fleet: _Fleet) -> list[Demand]:
+    """The demands of a slice from its signature (see :class:`_Sweep`), the NEW one apart."""
+    uncapped, capped, _, _ = signature
+    demands = [Demand(key=("set", n), count=count, hosts=hosts) for n, (hosts, count) in enumerate(uncapped)]
+    n = 0
+    for (hosts, level, cap, count), times in capped:
+        for _ in range(times):
+            demands.append(Demand(key=("capped", n), count=count, hosts=hosts, level=level, cap=cap))
+            n += 1
+    for n, (hosts, count) in enumerate(standing):
+        demands.append(Demand(key=("standing", n), count=count, hosts=hosts))
+    return demands
+
+
+def _shortfall(demands: list[Demand], fleet: _Fleet) -> tuple[int, SliceVerdict]:
+    buckets = fleet.paths() if any(d.cap is not None for d in demands) else None
+    verdict = slice_flow(demands, buckets, memo=fleet.memo)
+    return verdict.asked - verdict.carried, verdict
+
+
+def _shrinks(h: _Held) -> bool:
+    """Whether the demand only shrinks when ``h`` leaves a slice (see :func:`check`)."""
+    return h.priority != "guaranteed" or h.requirement is not None
+
+
+def _harmless(new: Demand, signature: tuple, fleet: _Fleet) -> tuple[bool, bool]:
+    """(harmless, fits): whether the new booking leaves the fleet's shortfall in this slice as it
+    was — zero when everything fits (``fits``, the usual case), and, when the fleet is already
+    short of its promises then (hosts went into maintenance under tight guarantees, say), not
+    grown by it, as for a guarantee raise in quota admission. Remembered per fleet version by
+    the slice's demands."""
+    key = ("harmless", signature, new.hosts, new.level, new.cap, new.count)
+    known = fleet.memo.get(key)
+    if known is None:
+        after, _ = _shortfall([*_aggregate(signature, standing=signature[3], fleet=fleet), new], fleet)
+        if after == 0:
+            known = (True, True)
+        else:
+            before, _ = _shortfall(_aggregate(signature, standing=signature[2], fleet=fleet), fleet)
+            known = (after <= before, False)
+        if len(fleet.memo) > MEMO_LIMIT:
+            fleet.memo.clear()
+        fleet.memo[key] = known
+    return known
 
 
 NEW = ("new",)
 
 
-def _fleet_slice(ask: Ask, ask_hosts, level, cap, active: list[_Held], fleet: _Fleet) -> SliceVerdict:
+def _fleet_slice(ask: Ask, ask_hosts, level, cap, active: list[_Held], fleet: _Fleet) -> tuple[SliceVerdict, int]:
+    """The slice booking by booking (a refusal names the competing bookings): the verdict with
+    the new booking, and the shortfall there was without it."""
     demands: list[Demand] = []
-    held_demand = fleet.held_demand
     guaranteed_booked: dict[tuple[int, int], int] = defaultdict(int)
+    state = _Sweep(ask, fleet)
     for h in active:
         if h.priority == "guaranteed":
             guaranteed_booked[(h.tenant_id, h.quota_class_id)] += h.count
-        if h.priority == "preemptible" or h.requirement is None:
-            continue
-        demand = held_demand.get(h.id)
-        if demand is None:
-            h_level, h_cap = fleet.cap(h.policy)
-            demand = Demand(key=h.id, count=h.count, hosts=fleet.matching(h.requirement), level=h_level, cap=h_cap)
-            held_demand[h.id] = demand
-        demands.append(demand)
-    if ask.priority == "guaranteed":
-        guaranteed_booked[(ask.tenant.pk, ask.quota_class.pk)] += ask.count
-    standing: dict[int, int] = defaultdict(int)
-    for (tenant_id, class_id), quota in fleet.quotas.items():
-        left = quota.guaranteed - guaranteed_booked.get((tenant_id, class_id), 0)
-        if left > 0:
-            standing[class_id] += left
-    for class_id, n in standing.items():
-        requirement = fleet.class_requirement(class_id)
-        if requirement is not None:
-            demands.append(Demand(key=("standing", class_id), count=n, hosts=fleet.matching(requirement)))
-    demands.append(Demand(key=NEW, count=ask.count, hosts=ask_hosts, level=level, cap=cap))
-    return slice_flow(demands, fleet.paths() if any(d.cap is not None for d in demands) else None, memo=fleet.memo)
+        demand = state._demand(h)
+        if demand is not None:
+            demands.append(demand)
+
+    def standing(extra: int) -> list[Demand]:
+        per_class: dict[int, int] = defaultdict(int)
+        for (tenant_id, class_id), quota in fleet.quotas.items():
+            left = quota.guaranteed - guaranteed_booked.get((tenant_id, class_id), 0)
+            if (tenant_id, class_id) == (ask.tenant.pk, ask.quota_class.pk):
+                left -= extra
+            if left > 0:
+                per_class[class_id] += left
+        out = []
+        for class_id, n in per_class.items():
+            requirement = fleet.class_requirement(class_id)
+            if requirement is not None:
+                out.append(Demand(key=("standing", class_id), count=n, hosts=fleet.matching(requirement)))
+        return out
+
+    extra = ask.count if ask.priority == "guaranteed" else 0
+    new = Demand(key=NEW, count=ask.count, hosts=ask_hosts, level=level, cap=cap)
+    before, _ = _shortfall([*demands, *standing(0)], fleet)
+    _, verdict = _shortfall([*demands, *standing(extra), new], fleet)
+    return verdict, before
 
 
-def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by_id, fleet: _Fleet) -> Refusal:
+def _fleet_refusal(
+    ask: Ask, verdict: SliceVerdict, before: int, a: datetime, b: datetime, by_id, fleet: _Fleet
+) -> Refusal:
     classes, competing, labels = [], [], []
     for key in verdict.short:
         if key == NEW:
@@ -764,25 +984,11 @@ def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by
         else:
             competing.append(key)
             labels.append(by_id[key].label)
-    short_by = verdict.asked - verdict.carried
+    short_by = verdict.asked - verdict.carried - before
     spread = ""
     if ask.policy.level and (ask.policy.max_per_bucket or (ask.policy.mode == "spread" and ask.policy.hard)):
         spread = f", at most {ask.policy.max_per_bucket or 1} per {ask.policy.level}"
     what = f"{ask.count} × {ask.requirement.describe()}{spread}"
-    if NEW not in verdict.short:
-        # The promises already exceed the fleet then (hosts went into maintenance, say): the
-        # new booking is not what over-asks, so do not say the hosts are "able to serve it".
-        return Refusal(
-            message=f"{what} cannot be promised from {_when(a)} to {_when(b)}: the fleet is already short by "
-            f"{_hosts(short_by)} of what it has promised then (the {_hosts(verdict.short_hosts)} able to serve "
-            + "; ".join([*classes, *labels[:5]])
-            + " are too few); an operator must bring hosts back or lower guarantees",
-            slice_start=a,
-            slice_end=b,
-            classes=classes,
-            competing=competing,
-            competing_labels=labels,
-        )
     message = f"{what} does not fit from {_when(a)} to {_when(b)}: short by {_hosts(short_by)}"
     if verdict.short_hosts:
         message += f" (the {_hosts(verdict.short_hosts)} able to serve it are promised"
@@ -794,6 +1000,11 @@ def _fleet_refusal(ask: Ask, verdict: SliceVerdict, a: datetime, b: datetime, by
             " to " + "; ".join([*others, *labels[:5]]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
         )
     message += ")"
+    if before:
+        message += (
+            f"; the fleet was already short by {_hosts(before)} of its promises then, and this booking "
+            "would make it worse (an operator can bring hosts back or lower guarantees)"
+        )
     return Refusal(
         message=message, slice_start=a, slice_end=b, classes=classes, competing=competing, competing_labels=labels
     )

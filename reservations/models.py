@@ -14,12 +14,15 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 from django.conf import settings
 from django.contrib.postgres.constraints import ExclusionConstraint
 from django.contrib.postgres.fields import DateTimeRangeField, RangeOperators
 from django.contrib.postgres.indexes import GistIndex
-from django.db import models
+from django.db import IntegrityError, OperationalError, models, transaction
 from django.db.models import F, Func, Q, Value
 
 from tenants.models import NodePool, Tenant
@@ -163,6 +166,29 @@ class HostBooking(models.Model):
 
     def __str__(self) -> str:
         return f"host {self.host_id} for reservation {self.reservation_id}"
+
+
+class HostTaken(Exception):
+    """A host booking lost a race: another transaction booked one of its hosts for an
+    overlapping time first."""
+
+
+@contextmanager
+def booking_hosts() -> Iterator[None]:
+    """A savepoint around writes of :class:`HostBooking` rows; a lost race undoes only them and
+    raises :class:`HostTaken`. Two inserts that overlap can lose in two ways: the exclusion
+    constraint refuses the second (IntegrityError), or — when both rows are in the index before
+    either is checked — each waits for the other and PostgreSQL breaks the deadlock by failing
+    one of them. Both mean the same thing: someone else has the host."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError as exc:
+        raise HostTaken(str(exc).splitlines()[0]) from exc
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+            raise HostTaken("deadlock detected while checking hostbooking_no_double_booking") from exc
+        raise
 
 
 def new_feed_token() -> str:
