@@ -38,6 +38,7 @@ from reservations import serializers as s
 from reservations.feeds import calendar_feed_ensure, calendar_feed_rotate, calendar_feed_url
 from reservations.models import HostBooking, Reservation
 from reservations.services import (
+    BookingRefused,
     availability_ask,
     reservation_cancel,
     reservation_check,
@@ -252,11 +253,14 @@ class ReservationViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         fields = self.booking_fields(request)
         try:
             booking = reservation_create(acting_user=request.user, **fields)
+        except BookingRefused as exc:  # a booking for a new pool: neither pool nor booking was made
+            return error_response(
+                status.HTTP_409_CONFLICT,
+                "refused",
+                exc.refusal.message,
+                {"refusal": s.RefusalSerializer(exc.refusal.as_dict()).data, "reservation": None},
+            )
         except DjangoValidationError as exc:
-            if "new_pool" in fields:
-                refusal = self._new_pool_refusal(exc, fields)
-                if refusal is not None:
-                    return refusal
             raise self.service_error(exc, fields) from exc
         if booking.state == Reservation.State.REFUSED:
             return error_response(
@@ -272,26 +276,6 @@ class ReservationViewSet(TenantScopedMixin, viewsets.GenericViewSet):
         response = self.detail_response(booking, status_code=status.HTTP_201_CREATED)
         response["Location"] = location
         return response
-
-    @staticmethod
-    def _new_pool_refusal(exc: DjangoValidationError, fields: dict) -> Response | None:
-        """A booking for a new pool that admission refused: no pool and no reservation were
-        made, and the service raised the refusal's message; judge again for its details."""
-        if set(getattr(exc, "error_dict", {})) != {"__all__"}:
-            return None
-        try:
-            verdict = reservation_check(**fields)
-        except DjangoValidationError:
-            return None
-        if verdict.ok or verdict.refusal is None:
-            return None
-        refusal = verdict.refusal.as_dict()
-        return error_response(
-            status.HTTP_409_CONFLICT,
-            "refused",
-            verdict.refusal.message,
-            {"refusal": s.RefusalSerializer(refusal).data, "reservation": None},
-        )
 
     @extend_schema(
         operation_id="reservation_check",

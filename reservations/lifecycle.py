@@ -142,7 +142,7 @@ def reservations_reconcile(now: datetime | None = None) -> dict[str, int]:
     # 3. Prepare.
     for r in _holding(State.CONFIRMED).filter(prepare_at__lte=now, starts_at__gt=now)[:BATCH]:
         reason = (
-            f"Preparing since {_when(r.prepare_at)}: {r.count} host{'s' if r.count != 1 else ''} "
+            f"Preparing since {_when(now)}: {r.count} host{'s' if r.count != 1 else ''} "
             f"({_hosts(r)}) are being provisioned to be Ready at the start, {_when(r.starts_at)}. "
             "Until then the nodes are tainted teapot.io/reservation-pending."
         )
@@ -160,7 +160,7 @@ def reservations_reconcile(now: datetime | None = None) -> dict[str, int]:
 
     # 4. Start.
     for r in _holding(State.CONFIRMED, State.PREPARING).filter(starts_at__lte=now, ends_at__gt=now)[:BATCH]:
-        reason = f"Active since {_when(r.starts_at)} until {_when(r.ends_at)} on {_hosts(r)}."
+        reason = f"Active since {_when(r.starts_at)} on {_hosts(r)}."  # the end may move: not in words
         if _move(r, State.ACTIVE, reason):
             done["active"] += 1
 
@@ -179,7 +179,7 @@ def reservations_reconcile(now: datetime | None = None) -> dict[str, int]:
                 done["reminded"] += 1
 
     # 7. Re-plan what is short.
-    replanned = plan.replan()
+    replanned = plan.replan(now=now)
     done["replanned"] = replanned.get("completed", 0)
     if any(done.values()):
         log.info("reservations reconciled", extra=done)

@@ -9,13 +9,21 @@ never by double-booking.
 
 1. **Candidates**: eligible hosts meeting the booking's requirement (key-erase-capable ones
    only when the pool cleans by key erase), with no booking overlapping the occupancy.
-2. **Prefer hosts nobody holds now**, then any: a host held by a standing pool today may still
-   be busy then (it would have to be pre-empted), a free one costs nothing to take.
+2. **Prefer hosts nobody holds now**, then hosts held by use the booking can take back
+   (borrowed or pre-emptible: the lifecycle reclaims them before the preparation); then, for a
+   promised booking (guaranteed or on demand), hosts planned then only for pre-emptible
+   bookings: those are not promised anything and never make another booking wait, so their
+   plan gives way (:func:`_spot_gives_way`) and the lifecycle takes the host back before the
+   preparation, pre-empting them. Last, any host — one held by a guarantee or a promised
+   booking today may be free by then — but only while the booking's reclaim has not begun
+   (``prepare_at − notice − hand-off``): from then on the lifecycle drops such a host from the
+   plan at once, and planning it again would only repeat that until the preparation finds
+   the plan short.
 3. **The allocator** (:func:`hosts.allocator.allocate`) picks the cheapest that satisfy the
    placement policy — with the host's best hand-off as its tie-breaker, so at equal cost it
    takes key-erase hosts, which make back-to-back bookings across tenants cheap (1 minute
    instead of 10 between them).
-4. **Write** the bookings; a concurrent plan that took one of the hosts meanwhile makes the
+4. **Write** the bookings (after the pre-emptible plans they overlap give way); a concurrent plan that took one of the hosts meanwhile makes the
    insert fail (exclusion constraint): the savepoint is rolled back and the next attempt leaves
    that host out.
 
@@ -28,17 +36,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from hosts import topology
 from hosts.allocator import Candidate, Policy, PolicyError, allocate
 from hosts.handoff import KEY_ERASE_SECONDS, METADATA_SECONDS
 from hosts.models import FleetSettings, Host
 from hosts.requirements import RequirementError
-from reservations.models import HostBooking, Reservation
+from reservations.models import HostBooking, HostTaken, Reservation, booking_hosts
 from tenants.models import NodePool, PoolHost
 from tenants.quota import eligible_q, matching_host_ids
 
@@ -61,16 +71,31 @@ def _policy(reservation: Reservation, levels) -> Policy:
         return Policy()
 
 
-def _candidates(reservation: Reservation, levels, skip: set[int], *, free_now_only: bool) -> list[Candidate]:
-    """Step 1 (and 2): the hosts that could serve ``reservation`` over its whole occupancy."""
+def _candidates(
+    reservation: Reservation,
+    levels,
+    skip: set[int],
+    *,
+    free_now_only: bool,
+    takeable_only: bool = False,
+    over_spot: bool = False,
+) -> list[Candidate]:
+    """Step 1 (and 2): the hosts that could serve ``reservation`` over its whole occupancy.
+    ``free_now_only``: held by nobody now; ``takeable_only``: held by nobody now, or by use that
+    can be taken back (not a guarantee, not a promised booking); ``over_spot``: also those
+    planned then only for pre-emptible bookings that can give way."""
     requirement = reservation.get_requirement()
     overlapping = HostBooking.objects.filter(host=OuterRef("pk"), during__overlap=reservation.occupancy)
+    if over_spot:
+        overlapping = overlapping.exclude(_yielding(reservation))
     hosts = Host.objects.filter(eligible_q()).exclude(pk__in=skip).filter(~Exists(overlapping))
     if reservation.node_pool.cleaning == NodePool.Cleaning.KEY_ERASE:
         hosts = hosts.filter(key_erase_capable=True)
     if free_now_only:
         held = PoolHost.objects.filter(host=OuterRef("pk"), released_at__isnull=True)
         hosts = hosts.filter(~Exists(held))
+    elif takeable_only:
+        hosts = hosts.filter(~Exists(_kept().filter(host=OuterRef("pk"))))
     ids = matching_host_ids(requirement, hosts)
     rows = Host.objects.filter(pk__in=ids).values_list("id", "name", "cost_per_hour", "key_erase_capable", "location")
     return [
@@ -85,9 +110,59 @@ def _candidates(reservation: Reservation, levels, skip: set[int], *, free_now_on
     ]
 
 
-def plan_reservation(reservation: Reservation, *, levels=None) -> PlanResult:
+def _kept():
+    """Hosts held now by use no booking takes back: within a guarantee (and not spot use), or
+    serving a promised booking (the lifecycle drops such a planned host: ``_takeable``)."""
+    from tenants.provisioning import LIVE, _firm_q, _spot_booking_q
+
+    guaranteed = Q(guaranteed=True) & ~Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) & ~_spot_booking_q()
+    return PoolHost.objects.filter(released_at__isnull=True, preempt_at__isnull=True, state__in=LIVE).filter(
+        _firm_q() | guaranteed
+    )
+
+
+def _yielding(reservation: Reservation) -> Q:
+    """Plans of pre-emptible bookings that can give way to ``reservation``'s: those that begin
+    before its occupancy (they are cut short where it begins), or whose booking has not begun
+    preparing (they are dropped). A pre-emptible booking already running on the host since
+    after that moment keeps it: its plan is what marks the host as spot use."""
+    return Q(reservation__priority=Reservation.Priority.PREEMPTIBLE) & (
+        Q(during__startswith__lt=reservation.occupancy.lower) | Q(reservation__state=Reservation.State.CONFIRMED)
+    )
+
+
+def _spot_gives_way(reservation: Reservation, host_ids) -> int:
+    """Step 4, first: where ``reservation`` (a promised booking) takes hosts planned for
+    pre-emptible bookings, those plans end where its occupancy begins, or go. Returns how many
+    changed."""
+    from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+
+    if reservation.priority == Reservation.Priority.PREEMPTIBLE:
+        return 0
+    begins = reservation.occupancy.lower
+    changed = 0
+    yielding = (
+        HostBooking.objects.select_for_update()
+        .filter(host_id__in=host_ids, during__overlap=reservation.occupancy)
+        .exclude(reservation=reservation)
+        .filter(_yielding(reservation))
+    )
+    for booking in yielding:
+        if booking.during.lower < begins:
+            booking.during = DateTimeTZRange(booking.during.lower, begins, "[)")
+            booking.save(update_fields=["during"])
+        else:
+            booking.delete()
+        changed += 1
+    if changed:
+        log.info("pre-emptible plans gave way", extra={"reservation": reservation.pk, "changed": changed})
+    return changed
+
+
+def plan_reservation(reservation: Reservation, *, levels=None, now=None) -> PlanResult:
     """Plan the hosts ``reservation`` still lacks (see the module docstring). Call inside the
-    transaction that confirmed it, or from :func:`replan`."""
+    transaction that confirmed it, or from :func:`replan`. ``now``: the time the lifecycle runs
+    at (the wall clock unless a caller drives time)."""
     levels = list(levels if levels is not None else FleetSettings.load().topology_levels)
     have = list(reservation.bookings.values_list("host_id", flat=True))
     need = reservation.count - len(have)
@@ -101,7 +176,7 @@ def plan_reservation(reservation: Reservation, *, levels=None) -> PlanResult:
     message = ""
     for _attempt in range(ATTEMPTS):
         try:
-            chosen = _choose(reservation, levels, policy, need, skip, have)
+            chosen = _choose(reservation, levels, policy, need, skip, have, now or timezone.now())
         except RequirementError as exc:
             return PlanResult(planned=tuple(have), missing=need, message=f"The requirement cannot be used: {exc}")
         if not chosen:
@@ -109,7 +184,8 @@ def plan_reservation(reservation: Reservation, *, levels=None) -> PlanResult:
             break
         handoff = reservation.occupancy.upper - reservation.ends_at
         try:
-            with transaction.atomic():  # a savepoint: a lost race undoes only this attempt
+            with booking_hosts():  # a savepoint: a lost race undoes only this attempt
+                _spot_gives_way(reservation, chosen)
                 HostBooking.objects.bulk_create(
                     HostBooking(
                         reservation=reservation,
@@ -121,7 +197,7 @@ def plan_reservation(reservation: Reservation, *, levels=None) -> PlanResult:
                 )
             have.extend(chosen)
             return PlanResult(planned=tuple(have), missing=reservation.count - len(have))
-        except IntegrityError:
+        except HostTaken:
             # Another plan took one of them meanwhile: leave out every host now booked then.
             taken = set(
                 HostBooking.objects.filter(host_id__in=chosen, during__overlap=reservation.occupancy).values_list(
@@ -132,13 +208,19 @@ def plan_reservation(reservation: Reservation, *, levels=None) -> PlanResult:
     return PlanResult(planned=tuple(have), missing=reservation.count - len(have), message=message)
 
 
-def _choose(reservation, levels, policy, need, skip, have) -> list[int]:
+def _choose(reservation, levels, policy, need, skip, have, now) -> list[int]:
     occupied: dict[tuple[str, ...], int] = {}
     for location in Host.objects.filter(pk__in=have).values_list("location", flat=True):
         key = topology.path(location or {}, levels)
         occupied[key] = occupied.get(key, 0) + 1
-    for free_now_only in (True, False):
-        candidates = _candidates(reservation, levels, skip, free_now_only=free_now_only)
+    tiers = [{"free_now_only": True}, {"free_now_only": False, "takeable_only": True}]
+    if reservation.priority != Reservation.Priority.PREEMPTIBLE:
+        tiers.append({"free_now_only": False, "takeable_only": True, "over_spot": True})
+    notice = timedelta(seconds=FleetSettings.load().preemption_notice_seconds + METADATA_SECONDS)
+    if reservation.prepare_at is None or reservation.prepare_at - notice > now:
+        tiers.append({"free_now_only": False})
+    for tier in tiers:
+        candidates = _candidates(reservation, levels, skip, **tier)
         if len(candidates) < need:
             continue
         allocation = allocate(candidates, need, policy, levels, occupied=occupied or None)
@@ -154,8 +236,6 @@ def plan_release(reservation: Reservation) -> int:
 
 def plan_shorten(reservation: Reservation, *, until) -> int:
     """A reservation that ends early keeps its hosts only until ``until`` + its hand-off."""
-    from datetime import timedelta
-
     from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 
     count = 0
@@ -169,9 +249,10 @@ def plan_shorten(reservation: Reservation, *, until) -> int:
     return count
 
 
-def replan(*, window_end=None) -> dict[str, int]:
+def replan(*, window_end=None, now=None) -> dict[str, int]:
     """Complete the plans that are short, for confirmed reservations not yet preparing
-    (re-plannable until preparation starts). Returns counts for the log."""
+    (re-plannable until preparation starts). Returns counts for the log. ``now``: as for
+    :func:`plan_reservation`."""
     from django.db.models import Count, F
 
     done = {"checked": 0, "completed": 0}
@@ -185,7 +266,7 @@ def replan(*, window_end=None) -> dict[str, int]:
     for reservation in short:
         done["checked"] += 1
         with transaction.atomic():
-            result = plan_reservation(reservation)
+            result = plan_reservation(reservation, now=now)
         if not result.missing:
             done["completed"] += 1
     return done

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_duration
@@ -35,7 +35,7 @@ from hosts.allocator import Policy, PolicyError
 from hosts.models import FleetSettings
 from hosts.requirements import Requirement, RequirementError
 from reservations import admission, plan
-from reservations.models import HostBooking, Reservation, ReservationSeries
+from reservations.models import HostBooking, HostTaken, Reservation, ReservationSeries, booking_hosts
 from reservations.recurrence import RecurrenceError, expand, normalise
 from tenants.audit import audit_record
 from tenants.models import NodePool, Tenant
@@ -397,10 +397,18 @@ def reservation_create(*, acting_user=None, **fields) -> Reservation:
         return created[0]
 
 
+class BookingRefused(ValidationError):
+    """Admission refused a booking for a new pool. No pool was made, so no refused reservation
+    is kept to say why: the refusal travels with the error instead (a form shows its message,
+    the API answers 409 with all of it)."""
+
+    def __init__(self, refusal: admission.Refusal):
+        super().__init__({"__all__": [ValidationError(refusal.message, code="refused")]})
+        self.refusal = refusal
+
+
 def _refused_without_pool(booking: Booking, verdict: admission.Verdict, actor) -> Reservation:
-    """A booking for a new pool that admission refused: raise the refusal as a form error (no
-    pool was made, so there is nothing to hang the reservation on)."""
-    raise ValidationError({"__all__": verdict.refusal.message}, code="refused", params=verdict.refusal.as_dict())
+    raise BookingRefused(verdict.refusal)
 
 
 def _snapshot(reservation: Reservation) -> dict[str, Any]:
@@ -550,11 +558,11 @@ def reservation_extend(*, reservation: Reservation, ends_at: Any, acting_user=No
             raise ValidationError({"ends_at": f"Cannot extend: {verdict.refusal.message}"})
         occupancy = DateTimeTZRange(current.occupancy.lower, new_end + handoff, "[)")
         try:
-            with transaction.atomic():
+            with booking_hosts():
                 for booking in HostBooking.objects.filter(reservation=current).select_related("host"):
                     booking.during = DateTimeTZRange(booking.during.lower, new_end + handoff, "[)")
                     booking.save(update_fields=["during"])
-        except IntegrityError as exc:
+        except HostTaken as exc:
             taken = _first_conflict(current, new_end + handoff)
             raise ValidationError({"ends_at": f"Cannot extend: {taken}"}) from exc
         before = current.ends_at

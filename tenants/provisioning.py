@@ -15,7 +15,9 @@ cluster being deleted waits for its pools, then deletes its objects.
 2. **Desired size.** Fixed pools: ``replicas``. Autoscaled pools: the MachineDeployment's
    ``spec.replicas`` (the Cluster Autoscaler's say) clamped to ``[min, quota ceiling]``. Plus
    the hosts of the pool's reservations that are preparing or active, and of its pre-empted
-   ones whose hosts still serve their notice (:class:`_Reserved`). A pool being deleted: 0.
+   ones whose hosts still serve their notice (:class:`_Reserved`) — on an autoscaled pool
+   Teapot scales the MachineDeployment by those itself (:func:`_autoscaled_size`). A pool
+   being deleted: 0.
 3. **Follow each held host** (:class:`~tenants.models.PoolHost`): bound → provisioning → ready
    (a Machine with a Node); a host CAPI let go (scale-down, deletion, remediation) → releasing,
    its pool label removed so CAPM3 cannot bind it again; released once the BareMetalHost is
@@ -34,8 +36,9 @@ cluster being deleted waits for its pools, then deletes its objects.
    exactly when free; a planned host still cleaning is waited for; one held by another pool's
    borrowed or pre-emptible use is taken back with notice; one that cannot serve (maintenance,
    error, held by a guarantee) is dropped from the plan and replaced by a normal selection;
-   a *guaranteed* booking that still lacks hosts takes them back from borrowed or pre-emptible
-   use (:func:`_reclaim_for`), least disruptive first. Then the standing part: under the
+   a promised booking (guaranteed or on demand: admission counted neither borrowed nor spot use)
+   that still lacks hosts takes them back from borrowed or pre-emptible use
+   (:func:`_reclaim_for`), least disruptive first. Then the standing part: under the
    tenant's row lock, the quota budget
    (:func:`tenants.quota.allocation_budget`) caps how many; the allocator selects and claims
    them atomically (:func:`hosts.selection.hosts_claim`); each is marked guaranteed (within the
@@ -48,7 +51,10 @@ cluster being deleted waits for its pools, then deletes its objects.
    guaranteed one leaves (and any notice on it is withdrawn).
 8. **Labels.** Every held host carries ``teapot.io/node-pool=<uid>`` and the tenant label; no
    other host carries the pool's label.
-9. **Apply** the Metal3MachineTemplate, KubeadmConfigTemplate, MachineDeployment (replicas =
+9. **Apply**: when the pool shrinks and bookings are involved, first mark the Machines that
+   go (``cluster.x-k8s.io/delete-machine``: hosts another pool's booking needs, then those of
+   this pool's ended bookings — never one a running booking uses while another can go); then
+   the Metal3MachineTemplate, KubeadmConfigTemplate, MachineDeployment (replicas =
    desired; autoscaled: min/max annotations clamped by quota, no replicas, scale-from-zero
    capacity from the host the pool would get) and MachineHealthCheck; stale templates deleted.
    While the pool's only work is a booking that has not started (preparing, none active, no
@@ -211,6 +217,8 @@ class _View:
     nodes: set[str]  # BMH names whose Machine has a Node
     machines: int
     md: dict | None
+    unbound: list[str]  # Machines waiting for a host
+    marked: set[str]  # Machines marked to go first on scale-down
 
 
 def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
@@ -220,12 +228,16 @@ def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
         if ph.host.name not in hosts:
             with contextlib.suppress(NotFound):
                 hosts[ph.host.name] = gw.get_host(ph.host.name)
-    bound, nodes, machines = {}, set(), 0
+    bound, nodes, machines, unbound, marked = {}, set(), 0, [], set()
     for binding in gw.machine_bindings(pool.cluster.object_name):
         if binding.deployment != pool.object_name:
             continue
         machines += 1
-        if binding.host:
+        if binding.marked:
+            marked.add(binding.machine)
+        if not binding.host:
+            unbound.append(binding.machine)
+        else:
             bound[binding.host] = binding.machine
             if binding.node:
                 nodes.add(binding.host)
@@ -233,7 +245,7 @@ def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
         md = gw.get(kinds.MACHINEDEPLOYMENT, pool.object_name)
     except NotFound:
         md = None
-    return _View(hosts=hosts, bound=bound, nodes=nodes, machines=machines, md=md)
+    return _View(hosts=hosts, bound=bound, nodes=nodes, machines=machines, md=md, unbound=unbound, marked=marked)
 
 
 def _desired(pool: NodePool, view: _View) -> int:
@@ -248,6 +260,37 @@ def _desired(pool: NodePool, view: _View) -> int:
     if wanted is None:
         wanted = pool.desired or pool.autoscale_min
     return min(max(int(wanted), pool.autoscale_min), ceiling)
+
+
+def _autoscaled_size(gw: Gateway, pool: NodePool, view: _View, booked: int) -> tuple[int, int]:
+    """Step 2 for an autoscaled pool: (the autoscaler's part, the size). The autoscaler owns
+    ``spec.replicas``; bookings add their hosts on top of its part, and Teapot scales the
+    MachineDeployment by them itself — up when a booking starts preparing, down at its end (its
+    Machines marked to go, see :func:`_mark_leaving`) — recording how many replicas are the
+    bookings' in the ``teapot.io/reserved-replicas`` annotation, written with ``spec.replicas``
+    in one patch, so the autoscaler's part is always ``replicas − reserved``. Raised bounds
+    alone would not do: the autoscaler does not scale a node group up to a raised minimum."""
+    from tenants.quota import autoscale_ceiling
+
+    ceiling = max(pool.autoscale_min, autoscale_ceiling(pool))
+    md = view.md
+    annotations = ((md or {}).get("metadata") or {}).get("annotations") or {}
+    try:
+        previous = max(0, int(annotations.get(builders.RESERVED_REPLICAS) or 0))
+    except ValueError:
+        previous = 0
+    replicas = ((md or {}).get("spec") or {}).get("replicas")
+    current = int(replicas) if replicas is not None else (pool.desired or pool.autoscale_min)
+    own = min(max(current - previous, pool.autoscale_min), ceiling)
+    if md is None or (previous == 0 and booked == 0):
+        return own, own + booked  # no booking involved: the autoscaler alone decides
+    target = own + booked
+    if target != current or previous != booked:
+        if target < current:
+            _mark_leaving(gw, pool, target, view, teapot_scales=True)
+        with contextlib.suppress(NotFound):
+            gw.scale_for_bookings(pool.object_name, target, booked)
+    return own, target
 
 
 def _failed(record: HostRecord | None, state: str) -> bool:
@@ -722,10 +765,9 @@ def _hold_for_booking(pool: NodePool, claim, r, now) -> PoolHost:
 def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSettings, now) -> tuple[int, list[str]]:
     """Step 6, for the pool's preparing and active bookings (see the module docstring);
     returns the need left for the standing part and what is worth saying."""
-    from django.db import IntegrityError
     from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 
-    from reservations.models import HostBooking, Reservation
+    from reservations.models import HostBooking, HostTaken, Reservation, booking_hosts
 
     notes: list[str] = []
     mine = set(
@@ -744,7 +786,7 @@ def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSet
             if len(planned) >= r.count:
                 break
             try:
-                with transaction.atomic():
+                with booking_hosts():
                     HostBooking.objects.create(
                         reservation=r,
                         host_id=host_id,
@@ -752,7 +794,7 @@ def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSet
                         handoff_seconds=int((r.occupancy.upper - r.ends_at).total_seconds()),
                     )
                 planned.add(host_id)
-            except IntegrityError:
+            except HostTaken:
                 continue
         todo = sorted(planned - mine)
         holders = {
@@ -799,7 +841,7 @@ def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSet
         unmet = r.count - (len(planned) - len(unusable))
         if unmet > 0 and need > 0:
             unmet, need = _fallback(pool, tenant, r, unmet, need, settings, now, mine)
-        if unmet > 0 and need > 0 and r.priority == Reservation.Priority.GUARANTEED:
+        if unmet > 0 and need > 0 and r.priority != Reservation.Priority.PREEMPTIBLE:
             try:
                 requirement = r.get_requirement()
             except RequirementError:
@@ -830,10 +872,9 @@ def _planned_now(pool: NodePool) -> set[int]:
 def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[int]) -> tuple[int, int]:
     """Hosts of a booking its plan could not give: a normal selection, with the booking's own
     requirement and policy; what it takes joins the plan. Returns (unmet, need) left."""
-    from django.db import IntegrityError
     from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 
-    from reservations.models import HostBooking
+    from reservations.models import HostBooking, HostTaken, booking_hosts
     from reservations.plan import _policy as booking_policy
 
     try:
@@ -854,14 +895,14 @@ def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[i
         _hold_for_booking(pool, claim, r, now)
         mine.add(claim.host_id)
         try:
-            with transaction.atomic():
+            with booking_hosts():
                 HostBooking.objects.create(
                     reservation=r,
                     host_id=claim.host_id,
                     during=DateTimeTZRange(min(now, r.occupancy.upper), r.occupancy.upper, "[)"),
                     handoff_seconds=int((r.occupancy.upper - r.ends_at).total_seconds()),
                 )
-        except IntegrityError:
+        except HostTaken:
             pass  # booked later by another reservation: that one finds another host then
     if claims:
         audit_record(
@@ -878,8 +919,9 @@ def _fallback(pool, tenant, r, unmet: int, need: int, settings, now, mine: set[i
 
 
 def _reclaim_for(pool: NodePool, reservation, requirement, count: int, settings: FleetSettings, now) -> int:
-    """A guaranteed booking short of hosts takes them back from borrowed or pre-emptible use,
-    with notice. Victims that disrupt least first:
+    """A promised booking (guaranteed or on demand) short of hosts takes them back from borrowed
+    or pre-emptible use, with notice: admission confirmed it counting neither, so they yield.
+    Victims that disrupt least first:
 
     1. the lowest class: pre-emptible use (pre-emptible bookings, pre-emptible pools) before
        borrowed on-demand hosts;
@@ -927,10 +969,11 @@ def _reclaim_for(pool: NodePool, reservation, requirement, count: int, settings:
         return 0
     deadline = now + timedelta(seconds=settings.preemption_notice_seconds)
     log.info(
-        "pre-emption notice for a guaranteed booking",
+        "pre-emption notice for a booking",
         extra={"pool": str(pool), "reservation": reservation.pk, "hosts": [v.host.name for v in chosen]},
     )
-    return _give_notice(chosen, pool, deadline, why=f"guaranteed booking {reservation}")
+    kind = "guaranteed" if reservation.priority == reservation.Priority.GUARANTEED else "on-demand"
+    return _give_notice(chosen, pool, deadline, why=f"{kind} booking {reservation}")
 
 
 def reservation_reclaim_early(reservation, *, now=None) -> int:
@@ -1166,6 +1209,53 @@ def _apply(gw: Gateway, pool: NodePool, desired: int, reserved: _Reserved | None
                 gw.delete(kind, name)
 
 
+def _mark_leaving(gw: Gateway, pool: NodePool, desired: int, view: _View, *, teapot_scales: bool = False) -> None:
+    """Step 9, first: when the MachineDeployment is about to shrink and the pool has bookings,
+    say which Machines go (Cluster API's ``delete-machine`` annotation) rather than leave the
+    choice to Cluster API, which could keep a host the next booking needs elsewhere and let go
+    of one a running booking still uses. Machines waiting for a host go first, then hosts other
+    pools' bookings need (soonest first), then hosts of this pool's bookings that ended; never
+    a host a preparing or active booking of this pool uses while another can go."""
+    from reservations.models import HostBooking, Reservation
+
+    if pool.autoscaled and not teapot_scales:
+        return  # the Cluster Autoscaler picks the nodes it removes (it marks them itself)
+    surplus = view.machines - desired
+    if surplus <= 0 and not view.marked:
+        return
+    planned = list(
+        HostBooking.objects.filter(host__name__in=list(view.bound))
+        .filter(Q(reservation__node_pool=pool) | Q(reservation__state__in=Reservation.HOLDING))
+        .values_list("host__name", "reservation__node_pool_id", "reservation__state", "during")
+    )
+    if not planned and not view.marked:
+        return  # no booking involved: Cluster API's own order is as good as any
+    serving = (Reservation.State.PREPARING, Reservation.State.ACTIVE)
+    keep = {name for name, pool_id, state, _ in planned if pool_id == pool.pk and state in serving}
+    elsewhere: dict[str, datetime] = {}
+    ended = set()
+    for name, pool_id, state, during in planned:
+        if pool_id != pool.pk and state in Reservation.HOLDING:
+            elsewhere[name] = min(during.lower, elsewhere.get(name, during.lower))
+        elif pool_id == pool.pk and state not in Reservation.HOLDING:
+            ended.add(name)
+
+    def rank(name: str) -> tuple:
+        return (name not in elsewhere, elsewhere.get(name) or _now(), name not in ended, name in view.nodes, name)
+
+    order = list(view.unbound) + [view.bound[n] for n in sorted(set(view.bound) - keep, key=rank)]
+    order += [view.bound[n] for n in sorted(keep & set(view.bound), key=rank)]
+    chosen = set(order[: max(surplus, 0)])
+    for machine in sorted(chosen - view.marked):
+        with contextlib.suppress(NotFound):
+            gw.mark_machine_for_deletion(machine)
+    if pool.autoscaled:
+        return  # marks on an autoscaled pool may be the autoscaler's own: never removed
+    for machine in sorted(view.marked - chosen):
+        with contextlib.suppress(NotFound):
+            gw.mark_machine_for_deletion(machine, marked=False)
+
+
 def _delete_objects(gw: Gateway, pool: NodePool) -> bool:
     """Delete the pool's objects; True while any is left."""
     left = False
@@ -1219,8 +1309,7 @@ def _node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str
     reserved.standing = _desired(pool, view)
     desired = 0 if deleting else reserved.standing + reserved.count
     if pool.autoscaled and not deleting:
-        # The autoscaler's say already counts the hosts it saw; the bookings' are a floor above its minimum.
-        desired = max(reserved.standing, pool.autoscale_min + reserved.count)
+        reserved.standing, desired = _autoscaled_size(gw, pool, view, reserved.count)
     if deleting:
         left = _delete_objects(gw, pool)
         _release_surplus(gw, pool, 0, view)
@@ -1248,6 +1337,7 @@ def _node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str
         waiting = _allocate(pool, desired, settings, reserved)
     guaranteed_marks(pool.cluster.tenant_id, pool.quota_class_id)
     _ensure_labels(gw, pool, view)
+    _mark_leaving(gw, pool, desired, view)
     _apply(gw, pool, desired, reserved)
     ready = len(view.nodes)
     holding = PoolHost.objects.filter(pool=pool, released_at__isnull=True, state__in=LIVE).count()

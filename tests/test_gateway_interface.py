@@ -41,7 +41,9 @@ class Harness:
         self.server = server
 
 
-@pytest.fixture(params=["kubernetes", "lab"])
+# The lab keeps its objects in PostgreSQL: its parameter is marked (a fixture asking for "db" by
+# itself runs too late when it is the first database user of a session).
+@pytest.fixture(params=["kubernetes", pytest.param("lab", marks=pytest.mark.django_db)])
 def harness(request, tmp_path):
     if request.param == "kubernetes":
         from teapot_portal.gateway.kube import KubernetesGateway
@@ -196,3 +198,50 @@ def test_follow_relists_after_an_expired_watch_and_carries_on(harness):
             break
     else:
         pytest.fail("the watch did not go on after the relist")
+
+
+def test_a_machine_is_marked_to_go_first_and_unmarked(harness):
+    gw = harness.gateway
+    gw.apply_cluster(CLUSTER)
+    labels = {builders.CAPI_CLUSTER_NAME: "physics-lab", builders.CAPI_DEPLOYMENT_NAME: "physics-lab-workers"}
+    gw.apply(
+        {
+            "apiVersion": kinds.MACHINE.api_version,
+            "kind": "Machine",
+            "metadata": {"name": "physics-lab-workers-m0", "namespace": NS, "labels": labels},
+            "spec": {
+                "clusterName": "physics-lab",
+                "bootstrap": {"dataSecretName": "physics-lab-workers-m0-bootstrap"},
+                "infrastructureRef": {"apiGroup": kinds.METAL3MACHINE.group, "kind": "Metal3Machine", "name": "m3m0"},
+            },
+        }
+    )
+    assert [b.marked for b in gw.machine_bindings("physics-lab")] == [False]
+    gw.mark_machine_for_deletion("physics-lab-workers-m0")
+    machine = gw.get(kinds.MACHINE, "physics-lab-workers-m0")
+    assert machine["metadata"]["annotations"][builders.DELETE_MACHINE] == "true"
+    assert machine["spec"]["clusterName"] == "physics-lab"  # nothing else changed
+    assert [b.marked for b in gw.machine_bindings("physics-lab")] == [True]
+    gw.mark_machine_for_deletion("physics-lab-workers-m0", marked=False)
+    assert builders.DELETE_MACHINE not in (
+        gw.get(kinds.MACHINE, "physics-lab-workers-m0")["metadata"].get("annotations") or {}
+    )
+    with pytest.raises(NotFound):
+        gw.mark_machine_for_deletion("nobody")
+
+
+def test_scaling_for_bookings_writes_replicas_and_the_reserved_count_together(harness):
+    gw = harness.gateway
+    gw.apply_cluster(CLUSTER)
+    autoscaled = replace(POOL, replicas=None, autoscale_min=0, autoscale_max=3)
+    gw.apply_node_pool(autoscaled)
+    gw.scale_for_bookings("physics-lab-workers", 2, 2)
+    md = gw.get(kinds.MACHINEDEPLOYMENT, "physics-lab-workers")
+    assert md["spec"]["replicas"] == 2
+    assert md["metadata"]["annotations"][builders.RESERVED_REPLICAS] == "2"
+    assert md["metadata"]["annotations"][builders.AUTOSCALER_MAX] == "3"  # the rest is left alone
+    gw.apply_node_pool(autoscaled)  # Teapot's next apply keeps both (it sets neither)
+    md = gw.get(kinds.MACHINEDEPLOYMENT, "physics-lab-workers")
+    assert (md["spec"]["replicas"], md["metadata"]["annotations"][builders.RESERVED_REPLICAS]) == (2, "2")
+    with pytest.raises(NotFound):
+        gw.scale_for_bookings("nobody", 1, 1)

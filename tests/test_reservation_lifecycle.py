@@ -17,7 +17,7 @@ from hosts.models import FleetSettings, Host, HostStateChange
 from reservations.lifecycle import reservations_reconcile
 from reservations.models import HostBooking, Reservation
 from reservations.services import reservation_cancel, reservation_create, reservation_release
-from teapot_portal.gateway import kinds
+from teapot_portal.gateway import builders, kinds
 from teapot_portal.gateway.lab import validation
 from tenants import provisioning
 from tenants.clusters import cluster_create, node_pool_create, node_pool_delete, node_pool_scale
@@ -445,3 +445,93 @@ def test_the_pending_taint_is_applied_and_removed_through_the_real_client(world)
         assert reload(r).state == State.ACTIVE
         replicas, left = template_taints()
         assert replicas == 1 and not left
+
+
+def test_at_the_end_the_booked_hosts_leave_and_the_standing_host_stays(world, lab):
+    """A pool scaled up during its booking: its standing host is the newest Machine, the one
+    Cluster API would delete first on its own. The booking's Machines are marked instead."""
+    pool = empty_pool(world, lab, world.physics, "train", "gpu-a100")
+    r = book(world, lab, pool, 2, timedelta(minutes=40), hours=2)
+    planned = set(r.bookings.values_list("host__name", flat=True))
+    run_until(lab, r.starts_at + timedelta(seconds=30), seconds=60)
+    assert reload(r).state == State.ACTIVE
+    node_pool_scale(pool=pool, replicas=1, actor=world.alice)
+    for _ in range(40):
+        step(lab, 60)
+        if NodePool.objects.get(pk=pool.pk).ready == 3:
+            break
+    standing = {ph.host.name for ph in held(pool)} - planned
+    assert len(standing) == 1, held(pool)
+
+    run_until(lab, r.ends_at, seconds=600)
+    step(lab)
+    assert reload(r).state == State.COMPLETED
+    marked = [
+        m["metadata"]["name"]
+        for m in lab.gw.list(kinds.MACHINE)
+        if builders.DELETE_MACHINE in (m["metadata"].get("annotations") or {})
+    ]
+    assert len(marked) == 2
+    for _ in range(40):
+        step(lab, 60)
+        if len(held(pool)) == 1:
+            break
+    assert {ph.host.name for ph in held(pool)} == standing
+    assert NodePool.objects.get(pk=pool.pk).ready == 1
+    lab.run(900)
+    assert_every_host_accounted_for()
+
+
+def test_a_booking_on_an_autoscaled_pool_scales_it_up_and_back_to_what_the_autoscaler_asked(world, lab):
+    """The autoscaler owns replicas; a booking adds its hosts on top (Teapot scales the
+    MachineDeployment, recording its part in teapot.io/reserved-replicas) and takes exactly
+    them away at the end, whatever the autoscaler asked for meanwhile."""
+    cluster = cluster_create(tenant=world.physics, name="vision", actor=world.alice)
+    pool = node_pool_create(
+        cluster=cluster,
+        name="burst",
+        quota_class="gpu-a100",
+        image=world.image,
+        replicas=None,
+        autoscale_min=0,
+        autoscale_max=2,
+        actor=world.alice,
+    )
+    settle(lab, 4, 60)
+    learned("gpu-", [1500, 1520, 1560])
+    r = book(world, lab, pool, 2, timedelta(minutes=40), hours=2)
+    planned = set(r.bookings.values_list("host__name", flat=True))
+
+    def md() -> dict:
+        return lab.gw.get(kinds.MACHINEDEPLOYMENT, pool.object_name)
+
+    run_until(lab, r.prepare_at, seconds=600)
+    run_until(lab, r.starts_at - timedelta(seconds=1), seconds=20)
+    assert reload(r).state == State.PREPARING
+    assert md()["spec"]["replicas"] == 2
+    assert md()["metadata"]["annotations"][builders.RESERVED_REPLICAS] == "2"
+    assert NodePool.objects.get(pk=pool.pk).ready == 2  # Ready at the start
+    assert {ph.host.name for ph in held(pool)} == planned
+
+    run_until(lab, r.starts_at + timedelta(minutes=5), seconds=60)
+    assert reload(r).state == State.ACTIVE
+    lab.gw.autoscaler_scale(pool.object_name, 3)  # pods pending: the autoscaler wants one more
+    for _ in range(40):
+        step(lab, 60)
+        if NodePool.objects.get(pk=pool.pk).ready == 3:
+            break
+    standing = {ph.host.name for ph in held(pool)} - planned
+    assert len(standing) == 1
+
+    run_until(lab, r.ends_at, seconds=600)
+    step(lab)
+    assert reload(r).state == State.COMPLETED
+    for _ in range(40):
+        step(lab, 60)
+        if len(held(pool)) == 1:
+            break
+    assert md()["spec"]["replicas"] == 1  # the autoscaler's own part stays
+    assert md()["metadata"]["annotations"][builders.RESERVED_REPLICAS] == "0"
+    assert {ph.host.name for ph in held(pool)} == standing
+    lab.run(900)
+    assert_every_host_accounted_for()

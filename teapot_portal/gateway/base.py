@@ -148,6 +148,7 @@ class MachineBinding:
     host: str  # BMH name, "" while the Metal3Machine waits for a host
     provider_id: str
     node: str
+    marked: bool = False  # carries cluster.x-k8s.io/delete-machine: goes first on scale-down
 
 
 class Gateway(ABC):
@@ -267,6 +268,18 @@ class Gateway(ABC):
     def delete(self, kind: kinds.Kind, name: str) -> bool:
         """Delete; False when it was already gone."""
 
+    @abstractmethod
+    def scale_for_bookings(self, machine_deployment: str, replicas: int, reserved: int) -> None:
+        """Set an autoscaled MachineDeployment's ``spec.replicas`` and its
+        ``teapot.io/reserved-replicas`` annotation (how many of them are for bookings) in one
+        write, so the two never disagree. Not an apply: ``spec.replicas`` stays the autoscaler's
+        field otherwise. Raises NotFound."""
+
+    @abstractmethod
+    def mark_machine_for_deletion(self, name: str, marked: bool = True) -> None:
+        """Set (or remove) Cluster API's ``cluster.x-k8s.io/delete-machine`` annotation on a
+        Machine: on scale-down its MachineSet deletes marked Machines first. Raises NotFound."""
+
     # ------------------------------------------------------------------ tenant clusters
 
     def apply_cluster(self, spec: builders.ClusterSpec) -> list[dict]:
@@ -299,6 +312,7 @@ class Gateway(ABC):
                     host=host.split("/", 1)[-1] if host else "",
                     provider_id=spec.get("providerID", ""),
                     node=(status.get("nodeRef") or {}).get("name", ""),
+                    marked=builders.DELETE_MACHINE in (machine["metadata"].get("annotations") or {}),
                 )
             )
         return bindings

@@ -28,6 +28,11 @@ LABEL_MANAGED = "app.kubernetes.io/managed-by"
 LABEL_TRAIT_PREFIX = "teapot.io/trait-"
 LABEL_ADDON_PREFIX = "teapot.io/addon-"
 CAPI_CLUSTER_NAME = "cluster.x-k8s.io/cluster-name"
+# On a Machine: its MachineSet deletes it first on scale-down (which hosts leave a pool).
+DELETE_MACHINE = "cluster.x-k8s.io/delete-machine"
+# On an autoscaled pool's MachineDeployment: how many of its replicas Teapot added for bookings
+# (written with spec.replicas in one patch; the autoscaler owns the rest).
+RESERVED_REPLICAS = "teapot.io/reserved-replicas"
 CAPI_DEPLOYMENT_NAME = "cluster.x-k8s.io/deployment-name"
 AUTOSCALER_MIN = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size"
 AUTOSCALER_MAX = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size"

@@ -24,7 +24,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from teapot_portal.gateway import kinds
+from teapot_portal.gateway import builders, kinds
 from teapot_portal.gateway.base import (
     Conflict,
     Expired,
@@ -295,8 +295,12 @@ class KubernetesGateway(Gateway):
         return self._merge_patch_host(name, {"spec": {"online": bool(online)}})
 
     def _merge_patch_host(self, name: str, patch: dict) -> HostRecord:
-        kind = kinds.BAREMETALHOST
-        result = self._call(
+        return HostRecord.from_object(self._merge_patch(kinds.BAREMETALHOST, name, patch))
+
+    def _merge_patch(self, kind: kinds.Kind, name: str, patch: dict) -> dict:
+        """A JSON merge patch: for fields other controllers own too (labels and annotations BMO
+        and CAPM3 set, the replicas the autoscaler sets), which must not become Teapot's."""
+        return self._call(
             self.custom.patch_namespaced_custom_object,
             kind.group,
             kind.version,
@@ -306,7 +310,15 @@ class KubernetesGateway(Gateway):
             patch,
             _content_type=MERGE,
         )
-        return HostRecord.from_object(result)
+
+    def scale_for_bookings(self, machine_deployment: str, replicas: int, reserved: int) -> None:
+        annotations = {builders.RESERVED_REPLICAS: str(int(reserved))}
+        patch = {"metadata": {"annotations": annotations}, "spec": {"replicas": int(replicas)}}
+        self._merge_patch(kinds.MACHINEDEPLOYMENT, machine_deployment, patch)
+
+    def mark_machine_for_deletion(self, name: str, marked: bool = True) -> None:
+        annotations = {builders.DELETE_MACHINE: "true" if marked else None}
+        self._merge_patch(kinds.MACHINE, name, {"metadata": {"annotations": annotations}})
 
     def delete_host(self, name: str) -> None:
         host = self.get_host(name)

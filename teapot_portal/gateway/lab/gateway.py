@@ -278,35 +278,53 @@ class LabGateway(Gateway):
         return self._patch_host(name, change)
 
     def _patch_host(self, name: str, change) -> HostRecord:
+        return HostRecord.from_object(self._patch(_BMH, name, change))
+
+    def _patch(self, kind: kinds.Kind, name: str, change) -> dict:
+        """``change(obj)`` made to the stored object (what a merge patch does): no write when
+        it changes nothing. Raises NotFound."""
         with transaction.atomic():
             store.lock()
-            row = store.load(_BMH.kind, self.namespace, name)
+            row = store.load(kind.kind, self.namespace, name)
             if row is None:
-                raise _not_found(_BMH, name)
+                raise _not_found(kind, name)
             obj = store.to_dict(row)
             change(obj)
             store.update(row, obj)
-            return HostRecord.from_object(store.to_dict(row))
+            return store.to_dict(row)
+
+    def scale_for_bookings(self, machine_deployment: str, replicas: int, reserved: int) -> None:
+        def change(obj: dict) -> None:
+            obj["metadata"].setdefault("annotations", {})[builders.RESERVED_REPLICAS] = str(int(reserved))
+            obj.setdefault("spec", {})["replicas"] = int(replicas)
+
+        self._patch(kinds.MACHINEDEPLOYMENT, machine_deployment, change)
+
+    def mark_machine_for_deletion(self, name: str, marked: bool = True) -> None:
+        def change(obj: dict) -> None:
+            annotations = obj["metadata"].setdefault("annotations", {})
+            if marked:
+                annotations[builders.DELETE_MACHINE] = "true"
+            else:
+                annotations.pop(builders.DELETE_MACHINE, None)
+
+        self._patch(kinds.MACHINE, name, change)
 
     def autoscaler_scale(self, machine_deployment: str, replicas: int) -> dict:
         """What the Cluster Autoscaler does to a node group: set ``spec.replicas`` of the
         MachineDeployment, within its min/max annotations. Another field manager than Teapot's
         apply, so Teapot's next apply (which leaves replicas unset on autoscaled pools) keeps
         it — the lab's stand-in for a real autoscaler asking for more nodes."""
-        with transaction.atomic():
-            store.lock()
-            row = store.load(kinds.MACHINEDEPLOYMENT.kind, self.namespace, machine_deployment)
-            if row is None:
-                raise _not_found(kinds.MACHINEDEPLOYMENT, machine_deployment)
-            obj = store.to_dict(row)
+
+        def change(obj: dict) -> None:
             low, high = _autoscaler_bounds(obj["metadata"].get("annotations") or {})
             if low is None:
                 raise Invalid(f"{machine_deployment} is not autoscaled (no min/max size annotations)")
             if not low <= replicas <= high:
                 raise Invalid(f"the autoscaler keeps {machine_deployment} between {low} and {high} nodes")
             obj["spec"]["replicas"] = int(replicas)
-            store.update(row, obj)
-            return store.to_dict(row)
+
+        return self._patch(kinds.MACHINEDEPLOYMENT, machine_deployment, change)
 
     def delete_host(self, name: str) -> None:
         with transaction.atomic():
