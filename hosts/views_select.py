@@ -25,8 +25,9 @@ from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
-from hosts.allocator import Policy, PolicyError
+from hosts.allocator import Policy
 from hosts.flavours import InputError, flavour_by_name
+from hosts.forms_placement import PLACEMENT_ERROR, PLACEMENT_FIELDS
 from hosts.forms_select import SelectionForm
 from hosts.models import Flavour, FleetSettings
 from hosts.requirements import Requirement, RequirementError
@@ -109,18 +110,17 @@ def selection_preview(form: SelectionForm, *, cost_unit: str, flavour_error: str
         return preview
     preview["description"] = requirement.describe()
     preview["compact"] = requirement.to_compact()
-    for name in ("count", "max_per_bucket", "mode", "level", "hard", "together_level"):
-        for message in form.errors.get(name, ()):
-            preview["errors"].append(f"{form.fields[name].label or name}: {message}")
+    errors = form.errors.as_data()
+    for name in ("count", *PLACEMENT_FIELDS):
+        for error in errors.get(name, ()):
+            for message in error:  # the policy's own refusal already says "Placement: …"
+                label = form.fields[name].label or name
+                preview["errors"].append(message if error.code == PLACEMENT_ERROR else f"{label}: {message}")
     if preview["errors"]:
         return preview
-    try:
-        policy = form.policy()
-    except PolicyError as exc:
-        preview["errors"].append(f"Placement: {exc}")
-        return preview
+    data = form.cleaned_data
     preview.update(
-        selection_result(requirement, form.cleaned_data["count"], policy, levels=form.levels, cost_unit=cost_unit)
+        selection_result(requirement, data["count"], data["policy"], levels=form.levels, cost_unit=cost_unit)
     )
     return preview
 

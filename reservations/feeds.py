@@ -7,8 +7,9 @@ the URL's token is the secret (:class:`~reservations.models.CalendarFeed`). So
 * it never reaches the logs — the access log and Django's request log show
   ``/calendar/***.ics`` (:func:`teapot_portal.logging.redact`) and the 404 below is logged
   without the path — nor the audit log (rotation records that it happened, not the token);
-* the API hands the URL only to the tenant's owners and members (reservations.api), and
-  owners rotate it (:func:`calendar_feed_rotate`), which cuts off every old subscription.
+* the API and the calendar page hand the URL only to the tenant's owners and members
+  (reservations.api, reservations.views), and owners rotate it (:func:`calendar_feed_rotate`),
+  which cuts off every old subscription.
 
 The feed (:func:`calendar_feed_render`): the tenant's bookings from 30 days ago to the booking
 horizon, one VEVENT each (RFC 5545; the ``icalendar`` package escapes and folds). Confirmed,

@@ -19,8 +19,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from hosts.allocator import PACK, SPREAD, PolicyError
-from hosts.forms_select import MUST, PREFER, placement_policy
+from hosts.forms_placement import PlacementFieldsMixin
 from reservations.models import Reservation
 from reservations.recurrence import PRESETS
 from tenants.models import POOL_NAME_MAX, Cluster, NodePool
@@ -118,9 +117,11 @@ def _requirement_field() -> forms.CharField:
     )
 
 
-class BookingForm(PoolPickerMixin, forms.Form):
+class BookingForm(PoolPickerMixin, PlacementFieldsMixin):
     """Book hosts: which pool, how many, when (once or recurring), what else they must have,
     where they go, at which priority."""
+
+    mode_empty_label = "the pool's"  # no mode: the booked hosts follow the pool's placement
 
     target = _target_field()
     pool_name = forms.CharField(
@@ -178,18 +179,6 @@ class BookingForm(PoolPickerMixin, forms.Form):
         help_text="RFC 5545, e.g. FREQ=WEEKLY;BYDAY=MO,WE;COUNT=6. Every occurrence is admitted together, or none.",
     )
     requirement = _requirement_field()
-    mode = forms.ChoiceField(
-        required=False, choices=[("", "the pool's"), (SPREAD, "spread"), (PACK, "pack")], label="Spread or pack"
-    )
-    level = forms.ChoiceField(required=False, label="across each")
-    hard = forms.ChoiceField(
-        required=False,
-        choices=[(PREFER, "prefer"), (MUST, "must")],
-        initial=PREFER,
-        widget=forms.RadioSelect,
-        label="Strength",
-    )
-    max_per_bucket = forms.IntegerField(required=False, min_value=1, max_value=500, label="At most per level")
     priority = forms.ChoiceField(
         choices=Reservation.Priority.choices,
         initial=Reservation.Priority.ON_DEMAND,
@@ -213,10 +202,8 @@ class BookingForm(PoolPickerMixin, forms.Form):
         levels: Sequence[str],
         **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, levels=levels, **kwargs)
         self._setup_picker(pools, clusters, classes, images)
-        self.levels = list(levels)
-        self.fields["level"].choices = [("", "—"), *((level, level) for level in self.levels)]
         self.initial.setdefault("tz_name", settings.TIME_ZONE)
         if not self.is_bound and len(pools) == 1:
             self.initial.setdefault("target", str(pools[0].pk))
@@ -234,7 +221,7 @@ class BookingForm(PoolPickerMixin, forms.Form):
         return naive.replace(tzinfo=tz, fold=0)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean()  # the placement policy too
         self.clean_target_fields(data)
         tz = zone_or_none(data.get("tz_name") or "")
         if tz is not None:
@@ -250,29 +237,18 @@ class BookingForm(PoolPickerMixin, forms.Form):
         data["rule"] = (data.get("rrule") or "").strip() if recurrence == CUSTOM else recurrence
         if recurrence == CUSTOM and not data["rule"]:
             self.add_error("rrule", "Write the rule, or choose a preset.")
-        try:
-            data["policy"] = placement_policy(
-                mode=data.get("mode"),
-                level=data.get("level"),
-                hard=data.get("hard"),
-                max_per_bucket=data.get("max_per_bucket"),
-                levels=self.levels,
-            )
-        except PolicyError as exc:
-            self.add_error("mode", f"Placement: {exc}.")
         return data
 
     def service_values(self) -> dict[str, Any]:
         """The keyword arguments of reservation_create / reservation_check (after is_valid())."""
         data = self.cleaned_data
-        policy = data["policy"]
         values: dict[str, Any] = {
             "node_pool": data["node_pool"],
             "new_pool": data["new_pool"],
             "count": data["count"],
             "starts_at": data["starts_at"],
             "requirement": data.get("requirement") or "",
-            "policy": policy.to_json() if (policy.mode or policy.max_per_bucket) else {},
+            "policy": self.policy_json(),
             "priority": data["priority"],
             "name": data.get("name") or "",
             "rrule": data["rule"],

@@ -113,18 +113,20 @@ def host_timeline(*, start: datetime, end: datetime) -> Timeline:
         .order_by("host__name", "during")
     )
     found = Host.objects.filter(Q(eligible_q()) | Q(pk__in={b.host_id for b in rows})).values_list(
-        "id", "name", "hardware_class", "system_product", "cpu_count", "ram_mib", "accelerators"
+        "id", "name", "hardware_class", "system_product", "cpu_count", "ram_mib", "accelerators", "key_erase_capable"
     )
     hosts: dict[int, tuple[str, str]] = {}
     labels: dict[str, str] = {}
-    for pk, name, klass, product, cpus, ram_mib, accelerators in found:
+    for pk, name, klass, product, cpus, ram_mib, accelerators, key_erase in found:
         klass = klass or "unclassified"
         hosts[pk] = (name, klass)
         if klass not in labels:
-            labels[klass] = class_label(product, cpus, ram_mib, accelerators)
+            labels[klass] = class_label(product, cpus, ram_mib, accelerators, key_erase=key_erase)
     slugs = sorted({b.reservation.tenant.slug for b in rows})
     colour = {slug: i % TENANT_COLOURS for i, slug in enumerate(slugs)}
-    ordered = sorted(hosts.items(), key=lambda kv: (labels[kv[1][1]], kv[1][0]))
+    # Within a class, the hosts with bookings in the window first: they are what one looks for.
+    booked = {b.host_id for b in rows}
+    ordered = sorted(hosts.items(), key=lambda kv: (labels[kv[1][1]], kv[0] not in booked, kv[1][0]))
     class_names = sorted(labels, key=lambda k: labels[k])
     groups = [
         {"id": pk, "content": name, "klass": klass, "title": f"{name}: {labels[klass]}", "className": "host-row"}
@@ -165,10 +167,12 @@ def host_timeline(*, start: datetime, end: datetime) -> Timeline:
     )
 
 
-def class_label(product: str, cpus: int, ram_mib: int, accelerators) -> str:
-    """A hardware class in words, from one of its hosts: "2× nvidia-a100 · 64 CPUs · 512 GiB"."""
+def class_label(product: str, cpus: int, ram_mib: int, accelerators, *, key_erase: bool = False) -> str:
+    """A hardware class in words, from one of its hosts: "2× nvidia-a100 · 64 CPUs · 512 GiB"
+    (and "key erase" when its disks are encrypted: the same model without is another class)."""
     parts = [", ".join(f"{a.get('count', 1)}× {a.get('type', '?')}" for a in accelerators or [])]
     parts += [f"{cpus} CPUs" if cpus else "", f"{ram_mib // 1024} GiB" if ram_mib else ""]
+    parts.append("key erase" if key_erase else "")
     words = " · ".join(p for p in parts if p)
     return f"{product} ({words})" if product and words else product or words or "uninspected"
 
@@ -298,7 +302,13 @@ def plan_rows(reservation: Reservation) -> list[dict[str, Any]]:
     return [
         {
             "host": b.host,
-            "hardware": class_label(b.host.system_product, b.host.cpu_count, b.host.ram_mib, b.host.accelerators),
+            "hardware": class_label(
+                b.host.system_product,
+                b.host.cpu_count,
+                b.host.ram_mib,
+                b.host.accelerators,
+                key_erase=b.host.key_erase_capable,
+            ),
             "from": b.during.lower,
             "until": b.during.upper,
             "pool_state": held[b.host_id].get_state_display() if b.host_id in held else "",

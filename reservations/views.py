@@ -7,6 +7,8 @@
 * a booking ``/t/<slug>/reservations/<id>/`` — its state and why, the host plan, its series,
   cancel / release / extend; polled while it is being prepared;
 * ``/t/<slug>/reservations/availability/`` — "when can I get N hosts like this for D hours?";
+* the calendar's "Subscribe (iCal)" control: owners and members see the tenant's secret feed
+  address (:mod:`reservations.feeds`), create it with a POST (never on a GET) and owners rotate it;
 * operators: every booking, the host timeline (vis-timeline) and the capacity heat-map.
 
 Every view looks the tenant up through :mod:`tenants.access` (another tenant's booking is a
@@ -34,6 +36,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hosts.models import FleetSettings
 from hosts.views import operator_required
 from reservations import admission, selectors
+from reservations.feeds import calendar_feed_ensure, calendar_feed_rotate, calendar_feed_url
 from reservations.forms import (
     CUSTOM,
     NEW_PREFIX,
@@ -44,7 +47,7 @@ from reservations.forms import (
     local_input,
     zone_or_none,
 )
-from reservations.models import Reservation
+from reservations.models import CalendarFeed, Reservation
 from reservations.recurrence import PRESETS, describe, timezone_names
 from reservations.services import (
     availability_ask,
@@ -131,8 +134,16 @@ def _form_parts(tenant: Tenant) -> dict[str, Any]:
     clusters = list(Cluster.objects.live().filter(tenant=tenant).exclude(phase=Cluster.Phase.DELETING).order_by("name"))
     classes = list(QuotaClass.objects.order_by("order", "name"))
     images = list(OsImage.objects.filter(available=True).order_by("name"))
-    levels = list(FleetSettings.load().topology_levels)
-    return {"pools": pools, "clusters": clusters, "classes": classes, "images": images, "levels": levels}
+    rules = FleetSettings.load()
+    levels = list(rules.topology_levels)
+    return {
+        "pools": pools,
+        "clusters": clusters,
+        "classes": classes,
+        "images": images,
+        "levels": levels,
+        "rules": rules,
+    }
 
 
 def _booking_form(data, parts: dict[str, Any], initial: dict | None = None) -> BookingForm:
@@ -177,25 +188,59 @@ def _prefill(query: QueryDict) -> dict[str, Any]:
 def _reservation_lists(tenant: Tenant) -> dict[str, Any]:
     now = timezone.now()
     rows = selectors.tenant_reservations(tenant)
-    upcoming = list(rows.filter(ends_at__gte=now).order_by("starts_at", "pk")[:UPCOMING_SHOWN])
+    upcoming = _one_per_series(list(rows.filter(ends_at__gte=now).order_by("starts_at", "pk")[:UPCOMING_SHOWN]))
     past = list(rows.filter(ends_at__lt=now).order_by("-ends_at", "-pk")[:PAST_SHOWN])
     return {"upcoming": upcoming, "past": past, "tones": selectors.STATE_TONES}
 
 
-def _calendar_context(access: TenantAccess, form: BookingForm, parts: dict[str, Any], **extra) -> dict[str, Any]:
-    settings = FleetSettings.load()
+def _one_per_series(rows: list[Reservation]) -> list[Reservation]:
+    """A recurring booking once, at its next occurrence, with ``later`` = how many more follow
+    (the calendar and the booking's page show them all): twenty nights are not twenty rows."""
+    shown: dict[int, Reservation] = {}
+    out = []
+    for r in rows:
+        if r.series_id is None:
+            out.append(r)
+        elif r.series_id in shown:
+            shown[r.series_id].later += 1
+        else:
+            r.later = 0
+            shown[r.series_id] = r
+            out.append(r)
+    return out
+
+
+def _feed_context(request: HttpRequest, access: TenantAccess) -> dict[str, Any]:
+    """The "Subscribe (iCal)" control. The address is a secret: owners and members (and
+    operators) see it, as in the API; viewers do not."""
+    if not access.can_write:
+        return {}
+    feed = CalendarFeed.objects.filter(tenant=access.tenant).first()
+    return {"feed": feed, "feed_url": calendar_feed_url(request, feed) if feed else ""}
+
+
+def _calendar_context(
+    request: HttpRequest, access: TenantAccess, form: BookingForm, parts: dict[str, Any], **extra
+) -> dict[str, Any]:
     return {
         **base_context(access, "reservations"),
         **parts,
         **_reservation_lists(access.tenant),
+        **_feed_context(request, access),
         "form": form,
         "zones": _zones(),
         "presets": PRESETS,
         "custom": CUSTOM,
         "new_prefix": NEW_PREFIX,
-        "rules": settings,
         **extra,
     }
+
+
+def _calendar_page(request: HttpRequest, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    response = render(request, "reservations/calendar.html", context, status=status)
+    if context.get("feed_url"):
+        response["Cache-Control"] = "no-store"  # the feed's secret address is on the page
+    return response
 
 
 @login_required
@@ -205,7 +250,39 @@ def calendar(request: HttpRequest, slug: str) -> HttpResponse:
     remember_tenant(request, access)
     parts = _form_parts(access.tenant)
     form = _booking_form(None, parts, _prefill(request.GET))
-    return render(request, "reservations/calendar.html", _calendar_context(access, form, parts))
+    return _calendar_page(request, _calendar_context(request, access, form, parts))
+
+
+def _subscribe_url(slug: str) -> str:
+    return f"{reverse('reservations:calendar', args=[slug])}#subscribe"
+
+
+@login_required
+@require_POST
+def feed_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """The "Create feed URL" button: the tenant's iCalendar address, made on a POST by an owner
+    or a member (the calendar page never makes it on a GET)."""
+    access = access_tenant(request, slug, write=True)
+    calendar_feed_ensure(access.tenant, actor=request.user)
+    return done(
+        request, _subscribe_url(slug), "Calendar feed created: copy its address into your calendar application."
+    )
+
+
+@login_required
+@require_POST
+def feed_rotate(request: HttpRequest, slug: str) -> HttpResponse:
+    """A new secret address for the feed (owners and operators, as in the API); the old one
+    stops working at once."""
+    access = access_tenant(request, slug, write=True)
+    if not access.can_manage:
+        raise PermissionDenied("Only the tenant's owners (and operators) change its calendar address.")
+    calendar_feed_rotate(access.tenant, request.user)
+    return done(
+        request,
+        _subscribe_url(slug),
+        "The calendar feed has a new address: the old one no longer works, so subscribe again with this one.",
+    )
 
 
 @login_required
@@ -236,8 +313,8 @@ def book(request: HttpRequest, slug: str) -> HttpResponse:
                 f"Booked{many}: {reservation.count} host{'s' if reservation.count != 1 else ''} from "
                 f"{_when(reservation.starts_at)} to {_when(reservation.ends_at)}.",
             )
-    context = _calendar_context(access, form, parts, problems=_problems(form))
-    return render(request, "reservations/calendar.html", context, status=400)
+    context = _calendar_context(request, access, form, parts, problems=_problems(form))
+    return _calendar_page(request, context, status=400)
 
 
 def _problems(form) -> list[tuple[str, str]]:

@@ -11,8 +11,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from hosts.allocator import PACK, SPREAD, Policy, PolicyError
-from hosts.forms_select import MUST, PREFER, placement_policy
+from hosts.forms_placement import PlacementFieldsMixin
 from tenants.models import CLUSTER_NAME_MAX, POOL_NAME_MAX, TENANT_SLUG_MAX, Cluster, NodePool, Role
 from tenants.models import RESERVED_NAMES as RESERVED_SLUGS  # URL segments under /t/ that are not tenants
 
@@ -169,9 +168,9 @@ def _size_fields() -> dict:
     }
 
 
-class NodePoolForm(SizeFormMixin, forms.Form):
-    """A node pool. The requirement and placement fields carry the names of the selection
-    preview's form (hosts.forms_select.SelectionForm)."""
+class NodePoolForm(SizeFormMixin, PlacementFieldsMixin):
+    """A node pool. The requirement field carries the name of the selection preview's form
+    (hosts.forms_select.SelectionForm); the placement fields are the mixin's, as there."""
 
     name = forms.CharField(
         max_length=POOL_NAME_MAX,
@@ -189,18 +188,6 @@ class NodePoolForm(SizeFormMixin, forms.Form):
         ),
         help_text="Optional, on top of the class's: terms separated by commas, e.g. cores>=64,nvme.",
     )
-    mode = forms.ChoiceField(
-        required=False, choices=[("", "no preference"), (SPREAD, "spread"), (PACK, "pack")], label="Spread or pack"
-    )
-    level = forms.ChoiceField(required=False, label="across each")
-    hard = forms.ChoiceField(
-        required=False,
-        choices=[(PREFER, "prefer"), (MUST, "must")],
-        initial=PREFER,
-        widget=forms.RadioSelect,
-        label="Strength",
-    )
-    max_per_bucket = forms.IntegerField(required=False, min_value=1, max_value=500, label="At most per level")
     image = forms.ChoiceField(label="OS image")
     cleaning = forms.ChoiceField(
         choices=NodePool.Cleaning.choices,
@@ -216,12 +203,10 @@ class NodePoolForm(SizeFormMixin, forms.Form):
     )
 
     def __init__(self, *args, classes: Sequence, images: Sequence, levels: Sequence[str], **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, levels=levels, **kwargs)
         self.fields.update(_size_fields())
-        self.levels = list(levels)
         self.fields["quota_class"].choices = [(c.name, c.name) for c in classes]
         self.fields["image"].choices = [(i.name, i.name) for i in images]
-        self.fields["level"].choices = [("", "—"), *((level, level) for level in self.levels)]
         if not self.is_bound:
             if classes:
                 self.initial.setdefault("quota_class", classes[0].name)
@@ -230,33 +215,18 @@ class NodePoolForm(SizeFormMixin, forms.Form):
             self.initial.setdefault("replicas", 1)
 
     def clean(self):
-        data = super().clean()
+        data = super().clean()  # the placement policy too
         self.clean_size(data)
-        try:
-            data["policy"] = self.policy()
-        except PolicyError as exc:
-            self.add_error("mode", f"Placement: {exc}.")
         return data
-
-    def policy(self) -> Policy:
-        data = self.cleaned_data
-        return placement_policy(
-            mode=data.get("mode"),
-            level=data.get("level"),
-            hard=data.get("hard"),
-            max_per_bucket=data.get("max_per_bucket"),
-            levels=self.levels,
-        )
 
     def service_values(self) -> dict:
         data = self.cleaned_data
-        policy = data["policy"]
         return {
             "name": data["name"],
             "quota_class": data["quota_class"],
             "image": data["image"],
             "requirement": data["requirement"].strip(),
-            "policy": policy.to_json() if policy != Policy() else {},
+            "policy": self.policy_json(),
             "cleaning": data["cleaning"],
             "workload_class": data["workload_class"],
             **self.size_values(),

@@ -767,7 +767,7 @@ def pool_preview(
     """What the preview fragment shows for the node pool form as typed so far (never raises):
     the same shape as the selection preview (hosts.views_select.selection_preview), for the
     class's requirement merged with the pool's extra one."""
-    from hosts.forms_select import placement_policy
+    from hosts.forms_placement import placement_policy
     from hosts.selection import hosts_select
     from hosts.serializers_select import selection_data
     from hosts.views_select import _availability, selection_result

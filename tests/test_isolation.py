@@ -54,6 +54,8 @@ PAGES = {
     "reservations:cancel": set(),
     "reservations:release": set(),
     "reservations:extend": set(),
+    "reservations:feed_create": set(),  # the feed's secret address: owners and members only
+    "reservations:feed_rotate": set(),
 }
 API = {
     "api:tenant-detail": {"get"},

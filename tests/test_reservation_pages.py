@@ -338,6 +338,12 @@ def test_a_recurring_booking_with_a_custom_rule(client, lab):
     assert Reservation.objects.filter(series=first.series).count() == 3
     html = client.get(f"/t/physics/reservations/{first.pk}/").content.decode()
     assert "3 occurrences" in html and "Cancel this and later" in html
+    # The calendar's list shows the series once, at its next occurrence.
+    html = client.get("/t/physics/reservations/").content.decode()
+    assert html.count(f'href="/t/physics/reservations/{first.pk}/"') == 1
+    assert "↻ recurring, then 2 more" in html
+    for later in Reservation.objects.filter(series=first.series).exclude(pk=first.pk):
+        assert f'href="/t/physics/reservations/{later.pk}/"' not in html
 
 
 # ----------------------------------------------------------------------------------- one booking
@@ -674,3 +680,93 @@ def test_the_heatmap_takes_a_constant_number_of_queries(client, lab, django_asse
     client.force_login(lab["world"].olga)
     with django_assert_max_num_queries(HEATMAP_QUERIES):
         assert client.get("/t/operator/reservations/capacity/").status_code == 200
+
+
+# ----------------------------------------------------------------------------------- the iCal feed
+
+FEED_CREATE = "/t/physics/reservations/feed/"
+FEED_ROTATE = "/t/physics/reservations/feed/rotate/"
+
+
+def _feeds():
+    from reservations.models import CalendarFeed
+
+    return CalendarFeed.objects
+
+
+def _feed_url(html: str) -> str:
+    import re
+
+    found = re.search(r'id="feed-url" class="feed-url" value="(http://testserver/calendar/[A-Za-z0-9_-]+\.ics)"', html)
+    assert found, "no feed address on the page"
+    return found[1]
+
+
+def test_a_member_creates_the_feed_with_a_post_never_on_a_get(client, lab):
+    client.force_login(lab["world"].dave)  # a member: may write, not manage
+    page = client.get("/t/physics/reservations/")
+    html = page.content.decode()
+    assert 'id="subscribe"' in html and "Create feed URL" in html and 'id="feed-url"' not in html
+    assert not _feeds().exists()  # the page did not make one
+    response = client.post(FEED_CREATE)
+    assert response.status_code == 302 and response["Location"] == "/t/physics/reservations/#subscribe"
+    feed = _feeds().get(tenant=lab["world"].physics)
+    page = client.get("/t/physics/reservations/")
+    html = page.content.decode()
+    assert _feed_url(html) == f"http://testserver/calendar/{feed.token}.ics"
+    assert "Calendar feed created" in html and "Create feed URL" not in html
+    assert page["Cache-Control"] == "no-store"  # the secret is on the page
+    assert "Rotate" not in html and "ask an owner to rotate it" in html  # owners rotate, as in the API
+    assert client.post(FEED_ROTATE).status_code == 403
+    assert client.get(_feed_url(html).removeprefix("http://testserver")).status_code == 200
+    client.post(FEED_CREATE)  # idempotent
+    assert _feeds().get().token == feed.token
+    assert AuditEntry.objects.filter(action="calendar_feed.create", actor=lab["world"].dave).count() == 1
+
+
+def test_alice_rotates_the_feed_and_the_old_address_stops_working(client, lab):
+    client.force_login(lab["world"].alice)
+    client.post(FEED_CREATE)
+    html = client.get("/t/physics/reservations/").content.decode()
+    old = _feed_url(html).removeprefix("http://testserver")
+    assert f'action="{FEED_ROTATE}"' in html and "data-confirm=" in html
+    assert client.get(old).status_code == 200
+    response = client.post(FEED_ROTATE)
+    assert response.status_code == 302 and response["Location"].endswith("/reservations/#subscribe")
+    html = client.get("/t/physics/reservations/").content.decode()
+    new = _feed_url(html).removeprefix("http://testserver")
+    assert new != old and "the old one no longer works" in html
+    assert client.get(old).status_code == 404
+    assert client.get(new).status_code == 200
+    assert AuditEntry.objects.filter(action="calendar_feed.rotate", actor=lab["world"].alice).exists()
+
+
+def test_rotating_before_any_feed_exists_makes_one(client, lab):
+    client.force_login(lab["world"].alice)
+    assert client.post(FEED_ROTATE).status_code == 302
+    assert _feeds().filter(tenant=lab["world"].physics).exists()
+
+
+def test_bob_sees_no_feed_address_and_cannot_create_or_rotate_it(client, lab):
+    client.force_login(lab["world"].alice)
+    client.post(FEED_CREATE)
+    token = _feeds().get().token
+    client.force_login(lab["world"].bob)
+    html = client.get("/t/physics/reservations/").content.decode()
+    assert token not in html and 'id="subscribe"' not in html
+    assert client.post(FEED_ROTATE).status_code == 403
+    assert client.post(FEED_CREATE).status_code == 403
+    assert _feeds().get().token == token
+
+
+def test_carol_gets_404_on_the_feed_of_physics_and_never_sees_its_address(client, lab):
+    client.force_login(lab["world"].alice)
+    client.post(FEED_CREATE)
+    token = _feeds().get().token
+    client.force_login(lab["world"].carol)
+    assert client.post(FEED_CREATE).status_code == 404
+    assert client.post(FEED_ROTATE).status_code == 404
+    assert client.get(FEED_ROTATE).status_code == 405  # writes only, like a missing tenant's
+    assert _feeds().get().token == token
+    html = client.get("/t/genomics/reservations/").content.decode()
+    assert token not in html and "Create feed URL" in html  # her own tenant has none yet

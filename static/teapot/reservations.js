@@ -56,6 +56,42 @@
     form()?.querySelector('[name="starts_at"]')?.focus();
   });
 
+  // ------------------------------------------------------------------ the feed's address
+
+  // "Copy" next to the calendar feed's address: hidden without JavaScript, where the read-only
+  // field is selected and copied by hand.
+  document.querySelectorAll("[data-copy]").forEach((button) => {
+    button.hidden = false;
+  });
+  // "Rotate": ask first (a plain POST: the page reloads with the new address).
+  document.addEventListener("submit", (event) => {
+    const message = event.target.dataset?.confirm;
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+  document.addEventListener("focusin", (event) => {
+    if (event.target.matches?.("input.feed-url")) event.target.select();
+  });
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-copy]");
+    const input = button && document.getElementById(button.dataset.copy);
+    if (!input) return;
+    input.select();
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(input.value);
+      copied = true;
+    } catch (e) {
+      copied = document.execCommand("copy"); // plain http: no clipboard API
+    }
+    const status = document.getElementById("feed-copy-status");
+    if (status) status.textContent = copied ? "Copied." : "Press Ctrl+C (⌘C) to copy the selected address.";
+    button.textContent = copied ? "Copied" : "Copy";
+    setTimeout(() => {
+      button.textContent = "Copy";
+      if (status) status.textContent = "";
+    }, 3000);
+  });
+
   // ------------------------------------------------------------------ the calendar
 
   const status = (text, tone) => {
