@@ -20,8 +20,10 @@ $(VENV)/.installed: requirements.txt
 run: venv
 	$(PY) -m teapot_portal.supervisor
 
+# Two pytest-xdist workers (each with its own test database); PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Benchmarks (not part of make test): figures and baselines printed, nothing asserted.
 # BENCH_ARGS go to the inventory benchmark, BENCH_SELECTION_ARGS to the selection one (e.g. --quick).
