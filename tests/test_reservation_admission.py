@@ -799,7 +799,7 @@ def test_two_inserts_that_deadlock_on_the_constraint_both_read_as_host_taken(wor
             outcomes["B"] = "inserted"
         except HostTaken as exc:
             outcomes["B"] = f"taken: {exc}"
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:  # reported by the assertion below
             outcomes["B"] = f"escaped: {exc!r}"
         finally:
             connections.close_all()
