@@ -8,7 +8,7 @@ from hosts.classify import hosts_classify
 from hosts.models import Host, HostClaim
 from hosts.services import hosts_sync
 from teapot_portal.gateway.builders import HostEnrolment
-from teapot_portal.gateway.lab import profiles
+from teapot_portal.gateway.lab import profiles, validation
 from teapot_portal.gateway.lab.controllers import Timings, tick
 from teapot_portal.gateway.lab.gateway import LabGateway
 from teapot_portal.gateway.lab.models import LabClock
@@ -59,6 +59,29 @@ class Lab:
         for _ in range(rounds):
             provisioning.reconcile_all(gateway=self.gw)
             self.run(seconds)
+
+
+def eight_host_lab() -> Lab:
+    """Four A100 hosts (gpu-0…3) and four general ones (gen-0…3) in three racks, available."""
+    from tests.inventory import ensure_rules
+
+    ensure_rules()
+    lab = Lab()
+    racks = ("r1", "r2", "r3")
+    for i in range(4):
+        lab.enrol(f"gpu-{i}", "gpu-a100", {"site": "lab", "room": "a", "row": "1", "rack": racks[i % 3]})
+        lab.enrol(f"gen-{i}", "general", {"site": "lab", "room": "a", "row": "2", "rack": racks[i % 3]})
+    lab.run()
+    lab.run(400)  # register, inspect, prepare: available
+    assert set(Host.objects.values_list("provisioning_state", flat=True)) == {"available"}
+    return lab
+
+
+def cache_crd_registry(monkeypatch):
+    """The CRD schemas loaded once for a test (every lab write is still validated)."""
+    registry = validation._registry()
+    monkeypatch.setattr(validation, "_registry", lambda: registry)
+    return registry
 
 
 def assert_every_host_accounted_for() -> None:

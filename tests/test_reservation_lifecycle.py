@@ -18,12 +18,11 @@ from reservations.lifecycle import reservations_reconcile
 from reservations.models import HostBooking, Reservation
 from reservations.services import reservation_cancel, reservation_create, reservation_release
 from teapot_portal.gateway import builders, kinds
-from teapot_portal.gateway.lab import validation
 from tenants import provisioning
 from tenants.clusters import cluster_create, node_pool_create, node_pool_delete, node_pool_scale
 from tenants.models import AuditEntry, NodePool, PoolHost
 from tests.inventory import ensure_rules
-from tests.labfleet import Lab, assert_every_host_accounted_for
+from tests.labfleet import Lab, assert_every_host_accounted_for, cache_crd_registry, eight_host_lab
 
 pytestmark = pytest.mark.django_db
 
@@ -33,23 +32,12 @@ TAINT = "teapot.io/reservation-pending"
 
 @pytest.fixture(autouse=True)
 def crd_registry(monkeypatch):
-    registry = validation._registry()
-    monkeypatch.setattr(validation, "_registry", lambda: registry)
-    return registry
+    return cache_crd_registry(monkeypatch)
 
 
 @pytest.fixture
 def lab(world):
-    ensure_rules()
-    lab = Lab()
-    racks = ("r1", "r2", "r3")
-    for i in range(4):
-        lab.enrol(f"gpu-{i}", "gpu-a100", {"site": "lab", "room": "a", "row": "1", "rack": racks[i % 3]})
-        lab.enrol(f"gen-{i}", "general", {"site": "lab", "room": "a", "row": "2", "rack": racks[i % 3]})
-    lab.run()
-    lab.run(400)  # register, inspect, prepare: available
-    assert set(Host.objects.values_list("provisioning_state", flat=True)) == {"available"}
-    return lab
+    return eight_host_lab()
 
 
 def settle(lab: Lab, rounds: int = 1, seconds: float = 60) -> None:

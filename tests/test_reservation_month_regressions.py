@@ -29,12 +29,10 @@ import pytest
 from hosts.classify import hosts_classify
 from hosts.models import FleetSettings, Host
 from reservations.models import Reservation
-from teapot_portal.gateway.lab import validation
 from teapot_portal.gateway.lab.models import LabFault
 from tenants.clusters import cluster_create, node_pool_create
 from tenants.models import NodePool
-from tests.inventory import ensure_rules
-from tests.labfleet import Lab, assert_every_host_accounted_for
+from tests.labfleet import assert_every_host_accounted_for, cache_crd_registry, eight_host_lab
 from tests.tenancy import quota
 from tests.test_reservation_lifecycle import book, empty_pool, held, reload, run_until, settle
 
@@ -45,26 +43,15 @@ State = Reservation.State
 
 @pytest.fixture(autouse=True)
 def crd_registry(monkeypatch):
-    registry = validation._registry()
-    monkeypatch.setattr(validation, "_registry", lambda: registry)
-    return registry
+    return cache_crd_registry(monkeypatch)
 
 
 @pytest.fixture
 def lab(world):
     """Four A100 hosts and four general ones in three racks; genomics may use A100s (no guarantee)."""
-    ensure_rules()
     quota(world.genomics, world.classes["gpu-a100"], 0, 4)
     FleetSettings.objects.filter(pk=1).update(preemption_notice_seconds=120)
-    lab = Lab()
-    racks = ("r1", "r2", "r3")
-    for i in range(4):
-        lab.enrol(f"gpu-{i}", "gpu-a100", {"site": "lab", "room": "a", "row": "1", "rack": racks[i % 3]})
-        lab.enrol(f"gen-{i}", "general", {"site": "lab", "room": "a", "row": "2", "rack": racks[i % 3]})
-    lab.run()
-    lab.run(400)
-    assert set(Host.objects.values_list("provisioning_state", flat=True)) == {"available"}
-    return lab
+    return eight_host_lab()
 
 
 def spot_on_every_a100(world, lab, count: int = 4) -> tuple[NodePool, Reservation]:
