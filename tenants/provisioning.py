@@ -232,6 +232,11 @@ def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
     for binding in gw.machine_bindings(pool.cluster.object_name):
         if binding.deployment != pool.object_name:
             continue
+        if binding.deleting:
+            # Cluster API is letting its host go (it deprovisions, then CAPM3 frees it): the host
+            # is no longer the pool's, and must be unlabelled now — once available it would be
+            # bound again at once by a Machine waiting for a host (step 3).
+            continue
         machines += 1
         if binding.marked:
             marked.add(binding.machine)
@@ -328,7 +333,7 @@ def _delete_machine(gw: Gateway, view: _View, host_name: str) -> None:
 def _end(ph: PoolHost, state: str, message: str = "") -> None:
     """The pool's hold on the host ends: its claim is released, or handed to the pool that
     pre-empted it (which then holds it: same transaction, so no one else can take it)."""
-    now = timezone.now()
+    now = _now()
     with transaction.atomic():
         ph = (
             PoolHost.objects.select_for_update(of=("self",))

@@ -96,6 +96,30 @@ def test_a_reconcile_of_a_settled_pool_changes_nothing(world, lab):
     assert HostClaim.objects.count() == claims
 
 
+def test_a_host_whose_machine_is_deleted_is_let_go_and_not_bound_again(world, lab):
+    """Someone (a MachineHealthCheck, an admin) deletes a worker's Machine; Cluster API makes a
+    replacement, which waits for a host. The old host deprovisions for minutes, then is
+    available: had it kept the pool's label, CAPM3 would bind it again at once and the pool
+    would wait a whole cleaning and provisioning for it. Teapot unlabels it as soon as the
+    Machine is deleting, lets it go, and gives the replacement another host."""
+    cluster = cluster_create(tenant=world.physics, name="vision", actor=world.alice)
+    pool = node_pool_create(
+        cluster=cluster, name="cpu", quota_class="general", image=world.image, replicas=1, actor=world.alice
+    )
+    until(lab, lambda: NodePool.objects.get(pk=pool.pk).phase == NodePool.Phase.READY)
+    (first,) = pool_hosts(pool)
+    (binding,) = [b for b in lab.gw.machine_bindings(cluster.object_name) if b.host == first.host.name]
+    lab.gw.delete(kinds.MACHINE, binding.machine)
+    lab.run(1)  # Cluster API: the Machine is deleting, its replacement waits for a host
+    until(lab, lambda: NodePool.objects.get(pk=pool.pk).phase == NodePool.Phase.READY)
+    first.refresh_from_db()
+    assert first.released_at is not None and first.state == PoolHost.State.RELEASED
+    (now,) = pool_hosts(pool)
+    assert now.host_id != first.host_id and now.state == PoolHost.State.READY
+    assert not PoolHost.objects.filter(state=PoolHost.State.PROVISIONING, ready_at__isnull=False).exists()
+    assert_every_host_accounted_for()
+
+
 def test_a_host_that_fails_to_provision_is_replaced_and_left_in_maintenance(world, lab):
     cluster = cluster_create(tenant=world.physics, name="vision", actor=world.alice)
     faults.inject("provisioning_error", host="gen-0", count=5)

@@ -149,6 +149,7 @@ class MachineBinding:
     provider_id: str
     node: str
     marked: bool = False  # carries cluster.x-k8s.io/delete-machine: goes first on scale-down
+    deleting: bool = False  # has a deletionTimestamp: its host is deprovisioning, then let go
 
 
 class Gateway(ABC):
@@ -313,6 +314,7 @@ class Gateway(ABC):
                     provider_id=spec.get("providerID", ""),
                     node=(status.get("nodeRef") or {}).get("name", ""),
                     marked=builders.DELETE_MACHINE in (machine["metadata"].get("annotations") or {}),
+                    deleting=bool(machine["metadata"].get("deletionTimestamp")),
                 )
             )
         return bindings
