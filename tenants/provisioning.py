@@ -19,8 +19,9 @@ cluster being deleted waits for its pools, then deletes its objects.
    Teapot scales the MachineDeployment by those itself (:func:`_autoscaled_size`). A pool
    being deleted: 0.
 3. **Follow each held host** (:class:`~tenants.models.PoolHost`): bound → provisioning → ready
-   (a Machine with a Node); a host CAPI let go (scale-down, deletion, remediation) → releasing,
-   its pool label removed so CAPM3 cannot bind it again; released once the BareMetalHost is
+   (a Machine with a Node); a host CAPI lets go (scale-down, deletion, remediation) → releasing
+   as soon as its Machine is deleting, its pool label removed so CAPM3 cannot bind it again
+   when it turns available; released once the BareMetalHost is
    ``available`` with no consumer — then its claim ends (or passes to the pool that pre-empted
    it). A host that fails to provision is replaced: its label removed, its Machine deleted
    (Cluster API makes a new one, which waits for a host), the host put in maintenance with the
