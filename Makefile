@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 export DEBUG ?= 1
 export TEAPOT_DEMO ?= 1
 
-.PHONY: run test lint format venv clean vendor vendor-calendar check-deploy bench bench-selection bench-reservations
+.PHONY: run test lint format venv clean vendor vendor-calendar check-deploy bench bench-selection bench-reservations \
+	bench-reservations-month
 
 venv: $(VENV)/.installed
 
@@ -37,6 +38,11 @@ bench-selection: venv
 # Reservation admission at 10,000 hosts and 50,000 bookings (BENCH_RESERVATIONS_ARGS, e.g. --quick, --profile).
 bench-reservations: venv
 	$(PY) bench/reservations_admission.py $(BENCH_RESERVATIONS_ARGS)
+
+# A simulated month of bookings in the lab (Ready at start, utilisation, pre-emptions, waits) with the
+# no-anticipation baseline in the same run; ~30 min on 2 cores (BENCH_MONTH_ARGS, e.g. --quick, --days 7).
+bench-reservations-month: venv
+	$(PY) bench/reservations_month.py $(BENCH_MONTH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
