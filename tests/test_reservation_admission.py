@@ -642,7 +642,6 @@ CHILD_ENV = {
 
 BOOKER = """
 import json, sys, time
-from unittest import mock
 import django
 django.setup()
 from reservations import services
@@ -650,8 +649,7 @@ from tenants.models import NodePool
 pool_id, starts_at, start = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 pool = NodePool.objects.select_related("cluster__tenant").get(pk=pool_id)
 time.sleep(max(0.0, start - time.time()))
-with mock.patch.object(services, "_kick"):  # no broker message from a test
-    r = services.reservation_create(tenant=pool.cluster.tenant, node_pool=pool, count=2, starts_at=starts_at, duration=6)
+r = services.reservation_create(tenant=pool.cluster.tenant, node_pool=pool, count=2, starts_at=starts_at, duration=6)
 print(json.dumps({"id": r.pk, "state": r.state}))
 """
 
@@ -699,10 +697,7 @@ def run_children(script: str, argvs: list[list[str]]) -> list[dict]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_eight_processes_booking_the_last_free_hosts_confirm_exactly_one(world, monkeypatch):
-    from reservations import services
-
-    monkeypatch.setattr(services, "_kick", lambda: None)
+def test_eight_processes_booking_the_last_free_hosts_confirm_exactly_one(world):
     fleet(a100s(5) + generals(4))  # the generals carry the world's standing general guarantees
     quota(world.physics, world.classes["gpu-a100"], 0, 8)
     quota(world.genomics, world.classes["gpu-a100"], 0, 8)
@@ -727,10 +722,7 @@ def test_eight_processes_booking_the_last_free_hosts_confirm_exactly_one(world, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_exclusion_constraint_alone_refuses_a_double_booking_across_connections(world, monkeypatch):
-    from reservations import services
-
-    monkeypatch.setattr(services, "_kick", lambda: None)
+def test_the_exclusion_constraint_alone_refuses_a_double_booking_across_connections(world):
     hosts = fleet(a100s(2) + generals(4))
     physics = pool(world, cluster(world), "train", "gpu-a100")
     start = soon(30)
@@ -763,7 +755,7 @@ def test_the_exclusion_constraint_alone_refuses_a_double_booking_across_connecti
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_inserts_that_deadlock_on_the_constraint_both_read_as_host_taken(world, monkeypatch):
+def test_two_inserts_that_deadlock_on_the_constraint_both_read_as_host_taken(world):
     """Made to deadlock on purpose: A books X, B's overlapping Y waits for A, then A's Z (which
     overlaps Y only) waits for B. PostgreSQL fails one of them; whichever it is, the loser
     raises HostTaken, nothing else escapes, and no host is double-booked."""
@@ -772,10 +764,8 @@ def test_two_inserts_that_deadlock_on_the_constraint_both_read_as_host_taken(wor
     from django.db import connections, transaction
     from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 
-    from reservations import services
     from reservations.models import HostTaken, booking_hosts
 
-    monkeypatch.setattr(services, "_kick", lambda: None)
     hosts = fleet(a100s(2) + generals(4))
     physics = pool(world, cluster(world), "train", "gpu-a100")
     start = soon(30)
