@@ -112,12 +112,11 @@ def _candidates(
 
 def _kept():
     """Hosts held now by use no booking takes back: within a guarantee (and not spot use), or
-    serving a promised booking (the lifecycle drops such a planned host: ``_takeable``)."""
-    from tenants.provisioning import LIVE, _firm_q, _spot_booking_q
+    serving a promised booking (the lifecycle drops such a planned host)."""
+    from tenants.provisioning import LIVE, _takeable_q
 
-    guaranteed = Q(guaranteed=True) & ~Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) & ~_spot_booking_q()
-    return PoolHost.objects.filter(released_at__isnull=True, preempt_at__isnull=True, state__in=LIVE).filter(
-        _firm_q() | guaranteed
+    return PoolHost.objects.filter(released_at__isnull=True, preempt_at__isnull=True, state__in=LIVE).exclude(
+        _takeable_q()
     )
 
 

@@ -255,6 +255,9 @@ def _read(gw: Gateway, pool: NodePool, held: Iterable[PoolHost]) -> _View:
 
 
 def _desired(pool: NodePool, view: _View) -> int:
+    """The pool's own size, without its bookings: ``replicas``, or for an autoscaled pool the
+    autoscaler's part of ``spec.replicas`` (less the bookings' part Teapot recorded, see
+    :func:`_autoscaled_size`) clamped to ``[min, quota ceiling]``."""
     from tenants.quota import autoscale_ceiling
 
     if pool.phase == NodePool.Phase.DELETING:
@@ -265,38 +268,40 @@ def _desired(pool: NodePool, view: _View) -> int:
     wanted = ((view.md or {}).get("spec") or {}).get("replicas")
     if wanted is None:
         wanted = pool.desired or pool.autoscale_min
-    return min(max(int(wanted), pool.autoscale_min), ceiling)
+    return min(max(int(wanted) - _reserved_replicas(view.md), pool.autoscale_min), ceiling)
 
 
-def _autoscaled_size(gw: Gateway, pool: NodePool, view: _View, booked: int) -> tuple[int, int]:
-    """Step 2 for an autoscaled pool: (the autoscaler's part, the size). The autoscaler owns
-    ``spec.replicas``; bookings add their hosts on top of its part, and Teapot scales the
-    MachineDeployment by them itself — up when a booking starts preparing, down at its end (its
-    Machines marked to go, see :func:`_mark_leaving`) — recording how many replicas are the
-    bookings' in the ``teapot.io/reserved-replicas`` annotation, written with ``spec.replicas``
-    in one patch, so the autoscaler's part is always ``replicas − reserved``. Raised bounds
-    alone would not do: the autoscaler does not scale a node group up to a raised minimum."""
-    from tenants.quota import autoscale_ceiling
-
-    ceiling = max(pool.autoscale_min, autoscale_ceiling(pool))
-    md = view.md
+def _reserved_replicas(md: dict | None) -> int:
+    """How many of the MachineDeployment's replicas are the bookings' (Teapot's annotation)."""
     annotations = ((md or {}).get("metadata") or {}).get("annotations") or {}
     try:
-        previous = max(0, int(annotations.get(builders.RESERVED_REPLICAS) or 0))
+        return max(0, int(annotations.get(builders.RESERVED_REPLICAS) or 0))
     except ValueError:
-        previous = 0
-    replicas = ((md or {}).get("spec") or {}).get("replicas")
-    current = int(replicas) if replicas is not None else (pool.desired or pool.autoscale_min)
-    own = min(max(current - previous, pool.autoscale_min), ceiling)
+        return 0
+
+
+def _autoscaled_size(gw: Gateway, pool: NodePool, view: _View, own: int, booked: int) -> int:
+    """Step 2 for an autoscaled pool: its size, ``own`` (the autoscaler's part, :func:`_desired`)
+    plus ``booked``. The autoscaler owns ``spec.replicas``; bookings add their hosts on top of
+    its part, and Teapot scales the MachineDeployment by them itself — up when a booking starts
+    preparing, down at its end (its Machines marked to go, see :func:`_mark_leaving`) — recording
+    how many replicas are the bookings' in the ``teapot.io/reserved-replicas`` annotation,
+    written with ``spec.replicas`` in one patch, so the autoscaler's part is always
+    ``replicas − reserved``. Raised bounds alone would not do: the autoscaler does not scale a
+    node group up to a raised minimum."""
+    md = view.md
+    previous = _reserved_replicas(md)
     if md is None or (previous == 0 and booked == 0):
-        return own, own + booked  # no booking involved: the autoscaler alone decides
+        return own + booked  # no booking involved: the autoscaler alone decides
+    replicas = (md.get("spec") or {}).get("replicas")
+    current = int(replicas) if replicas is not None else (pool.desired or pool.autoscale_min)
     target = own + booked
     if target != current or previous != booked:
         if target < current:
             _mark_leaving(gw, pool, target, view, teapot_scales=True)
         with contextlib.suppress(NotFound):
             gw.scale_for_bookings(pool.object_name, target, booked)
-    return own, target
+    return target
 
 
 def _failed(record: HostRecord | None, state: str) -> bool:
@@ -684,12 +689,20 @@ def _spot_booking_q() -> Q:
     return Exists(serving) | (Q(preempt_at__isnull=False) & Exists(leaving))
 
 
-def _takeable(ph: PoolHost) -> bool:
-    """Borrowed or pre-emptible use that a booking may take back with notice."""
-    serving = _serving(ph)
-    if serving is not None:
-        return serving.priority == serving.Priority.PREEMPTIBLE
-    return not ph.guaranteed or ph.pool.workload_class == NodePool.WorkloadClass.PREEMPTIBLE
+def _takeable_q() -> Q:
+    """PoolHosts held by use a booking may take back with notice: borrowed (not within a
+    guarantee), in a pre-emptible pool, or serving a pre-emptible booking — never one serving a
+    promised booking. What is not takeable is *kept* (:func:`reservations.plan._kept`)."""
+    spot = Q(guaranteed=False) | Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) | _spot_booking_q()
+    return spot & ~_firm_q()
+
+
+def _takeable_ids(holders: Iterable[PoolHost]) -> set[int]:
+    """The pks of ``holders`` that are takeable (:func:`_takeable_q`), in one query."""
+    pks = [ph.pk for ph in holders]
+    if not pks:
+        return set()
+    return set(PoolHost.objects.filter(pk__in=pks).filter(_takeable_q()).values_list("pk", flat=True))
 
 
 def _give_notice(victims: list[PoolHost], taker: NodePool | None, deadline, *, why: str = "") -> int:
@@ -825,10 +838,11 @@ def _allocate_reserved(pool, tenant, reservations, need: int, settings: FleetSet
                 waiting.append(host.name)  # cleaning after its last pool, or not ready yet: soon free
         need -= len(waiting)
         takeable = []
+        takeable_ids = _takeable_ids(holders.values())
         for host_id, ph in holders.items():
             if ph.pool_id == pool.pk or ph.preempted_for_id == pool.pk:
                 continue  # leaving this pool for another (and planned back), or on its way here
-            if ph.preempt_at is None and ph.state in LIVE and _takeable(ph):
+            if ph.preempt_at is None and ph.state in LIVE and ph.pk in takeable_ids:
                 takeable.append(ph)
             elif ph.preempt_at is None and ph.state in LIVE:
                 unusable.append(host_id)  # a guarantee or a promised booking holds it
@@ -941,8 +955,7 @@ def _reclaim_for(pool: NodePool, reservation, requirement, count: int, settings:
     candidates = list(
         PoolHost.objects.filter(released_at__isnull=True, state__in=LIVE, preempt_at__isnull=True)
         .exclude(pool=pool)
-        .filter(Q(guaranteed=False) | Q(pool__workload_class=NodePool.WorkloadClass.PREEMPTIBLE) | _spot_booking_q())
-        .exclude(_firm_q())
+        .filter(_takeable_q())
         .select_related("pool__cluster__tenant", "host")
     )
     if not candidates:
@@ -1005,11 +1018,12 @@ def reservation_reclaim_early(reservation, *, now=None) -> int:
     )
     changed = 0
     dropped = []
+    takeable_ids = _takeable_ids(held)
     with transaction.atomic():
         for ph in held:
             if ph.preempt_at is not None:
                 continue  # already leaving
-            if not _takeable(ph):
+            if ph.pk not in takeable_ids:
                 dropped.append(ph.host_id)
                 continue
             deadline = max(now + notice, reservation.prepare_at - timedelta(seconds=handoff_seconds(ph.pool)))
@@ -1315,7 +1329,7 @@ def _node_pool_reconcile(pool_id: int, *, gateway: Gateway | None = None) -> str
     reserved.standing = _desired(pool, view)
     desired = 0 if deleting else reserved.standing + reserved.count
     if pool.autoscaled and not deleting:
-        reserved.standing, desired = _autoscaled_size(gw, pool, view, reserved.count)
+        desired = _autoscaled_size(gw, pool, view, reserved.standing, reserved.count)
     if deleting:
         left = _delete_objects(gw, pool)
         _release_surplus(gw, pool, 0, view)
