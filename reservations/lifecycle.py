@@ -64,7 +64,6 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from hosts.handoff import METADATA_SECONDS
 from hosts.models import FleetSettings
 from reservations import plan
 from reservations.models import Reservation
@@ -133,7 +132,7 @@ def reservations_reconcile(now: datetime | None = None) -> dict[str, int]:
             done["failed"] += 1
 
     # 2. Reclaim early: notice + hand-off before preparation.
-    lead_in = timedelta(seconds=fleet.preemption_notice_seconds + METADATA_SECONDS)
+    lead_in = plan.reclaim_lead_in(fleet)
     for r in _holding(State.CONFIRMED).filter(prepare_at__lte=now + lead_in, starts_at__gt=now)[:BATCH]:
         with transaction.atomic():
             changed = reservation_reclaim_early(r, now=now)

@@ -207,6 +207,13 @@ def plan_reservation(reservation: Reservation, *, levels=None, now=None) -> Plan
     return PlanResult(planned=tuple(have), missing=reservation.count - len(have), message=message)
 
 
+def reclaim_lead_in(fleet: FleetSettings | None = None) -> timedelta:
+    """How long before its preparation a booking starts taking its planned hosts back from
+    borrowed or pre-emptible use: the notice, then the cleaning."""
+    fleet = fleet or FleetSettings.load()
+    return timedelta(seconds=fleet.preemption_notice_seconds + METADATA_SECONDS)
+
+
 def _choose(reservation, levels, policy, need, skip, have, now) -> list[int]:
     occupied: dict[tuple[str, ...], int] = {}
     for location in Host.objects.filter(pk__in=have).values_list("location", flat=True):
@@ -215,8 +222,7 @@ def _choose(reservation, levels, policy, need, skip, have, now) -> list[int]:
     tiers = [{"free_now_only": True}, {"free_now_only": False, "takeable_only": True}]
     if reservation.priority != Reservation.Priority.PREEMPTIBLE:
         tiers.append({"free_now_only": False, "takeable_only": True, "over_spot": True})
-    notice = timedelta(seconds=FleetSettings.load().preemption_notice_seconds + METADATA_SECONDS)
-    if reservation.prepare_at is None or reservation.prepare_at - notice > now:
+    if reservation.prepare_at is None or reservation.prepare_at - reclaim_lead_in() > now:
         tiers.append({"free_now_only": False})
     for tier in tiers:
         candidates = _candidates(reservation, levels, skip, **tier)
